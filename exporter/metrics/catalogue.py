@@ -1,0 +1,265 @@
+"""Every metric the exporter serves: name, type, help and labels, written once (SPEC §4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+MetricType = Literal["gauge", "counter", "histogram"]
+
+SERVICE_LABELS = ("project_id", "service_id", "service_name")
+
+KNOWN_STATUSES = (
+    "running",
+    "deploying",
+    "concerning",
+    "failed",
+    "stopped",
+    "finished",
+    "stopping",
+    "deleting",
+    "pending",
+    "waiting",
+)
+EVENT_TYPES = ("normal", "abnormal")
+PHASES = (
+    "image_build",
+    "environment",
+    "scheduling",
+    "image_pull",
+    "model_start",
+    "deploy",
+    "other",
+)
+UPDATE_RESULTS = ("success", "fail")
+LAST_UPDATE_RESULTS = ("success", "fail", "running")
+API_ENDPOINTS = ("list", "details", "events", "logs", "token")
+COLLECT_ENDPOINTS = ("details", "events", "logs")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric family; `name` is the exposed name (counters without the `_total` suffix
+    are never used: the name is exactly what users query)."""
+
+    name: str
+    type: MetricType
+    help: str
+    labels: tuple[str, ...]
+
+
+def _svc(name: str, type_: MetricType, help_: str, *extra: str) -> MetricSpec:
+    return MetricSpec(name, type_, help_, SERVICE_LABELS + extra)
+
+
+_LAST = " (from the last successful poll)."
+
+SERVICE_INFO = _svc(
+    "modelarts_service_info",
+    "gauge",
+    "Static facts about a ModelArts service, value 1" + _LAST,
+    "infer_type",
+    "workspace_id",
+    "cluster_id",
+    "pool_name",
+    "owner",
+)
+SERVICE_STATUS = _svc(
+    "modelarts_service_status",
+    "gauge",
+    "1 for the service's current status, 0 for each other known status" + _LAST,
+    "status",
+)
+SERVICE_PROGRESS = _svc(
+    "modelarts_service_progress_ratio",
+    "gauge",
+    "Deployment progress as a ratio 0..1, 0 when the API reports none" + _LAST,
+)
+SERVICE_INVOCATIONS = _svc(
+    "modelarts_service_invocations_total",
+    "counter",
+    "Total inference calls of the service, as reported by the API" + _LAST,
+)
+SERVICE_FAILURES = _svc(
+    "modelarts_service_invocation_failures_total",
+    "counter",
+    "Total failed inference calls of the service, as reported by the API" + _LAST,
+)
+MODEL_INSTANCES = _svc(
+    "modelarts_service_model_instances",
+    "gauge",
+    "Configured instance count of each model of the service" + _LAST,
+    "model_id",
+    "model_name",
+    "model_version",
+    "specification",
+)
+MODEL_TRAFFIC = _svc(
+    "modelarts_service_model_traffic_ratio",
+    "gauge",
+    "Share of the service's traffic routed to each model, 0..1" + _LAST,
+    "model_id",
+    "model_name",
+    "model_version",
+)
+PUBLISHED_TS = _svc(
+    "modelarts_service_published_timestamp_seconds",
+    "gauge",
+    "When the service was last published, Unix seconds" + _LAST,
+)
+CONFIG_UPDATED_TS = _svc(
+    "modelarts_service_config_updated_timestamp_seconds",
+    "gauge",
+    "When the service's current configuration was applied, Unix seconds" + _LAST,
+)
+STATUS_CHANGED_TS = _svc(
+    "modelarts_service_status_changed_timestamp_seconds",
+    "gauge",
+    "When the service's status last changed, Unix seconds" + _LAST,
+)
+AUTO_STOP_TS = _svc(
+    "modelarts_service_auto_stop_timestamp_seconds",
+    "gauge",
+    "When the service will be stopped automatically, Unix seconds; absent without auto-stop"
+    + _LAST,
+)
+EVENTS = _svc(
+    "modelarts_service_events_total",
+    "counter",
+    "Service events recorded by the API, by event type and deployment phase" + _LAST,
+    "event_type",
+    "phase",
+)
+LAST_EVENT_TS = _svc(
+    "modelarts_service_last_event_timestamp_seconds",
+    "gauge",
+    "Time of the newest event of each type, Unix seconds" + _LAST,
+    "event_type",
+)
+UPDATES = _svc(
+    "modelarts_service_updates_total",
+    "counter",
+    "Service update records that finished with the given result" + _LAST,
+    "result",
+)
+LAST_UPDATE_TS = _svc(
+    "modelarts_service_last_update_timestamp_seconds",
+    "gauge",
+    "Time of the newest service update record, Unix seconds" + _LAST,
+)
+LAST_UPDATE_RESULT = _svc(
+    "modelarts_service_last_update_result",
+    "gauge",
+    "1 for the result of the newest update record, 0 for the others" + _LAST,
+    "result",
+)
+
+BUILD_INFO = MetricSpec(
+    "modelarts_exporter_build_info",
+    "gauge",
+    "Version of the exporter and of Python, value 1.",
+    ("version", "python_version"),
+)
+API_REQUESTS = MetricSpec(
+    "modelarts_exporter_api_requests_total",
+    "counter",
+    "HTTP requests sent to the cloud APIs, by endpoint and status code (error: no response).",
+    ("endpoint", "code"),
+)
+API_DURATION = MetricSpec(
+    "modelarts_exporter_api_request_duration_seconds",
+    "histogram",
+    "Duration of HTTP requests to the cloud APIs, by endpoint.",
+    ("endpoint",),
+)
+API_RETRIES = MetricSpec(
+    "modelarts_exporter_api_retries_total",
+    "counter",
+    "Requests to the cloud APIs that were retried, by endpoint.",
+    ("endpoint",),
+)
+COLLECT_SUCCESS = MetricSpec(
+    "modelarts_exporter_collect_success",
+    "gauge",
+    "1 if the last attempt to fetch this endpoint for the service succeeded, else 0.",
+    ("project_id", "service_id", "endpoint"),
+)
+LAST_SUCCESS_TS = MetricSpec(
+    "modelarts_exporter_last_success_timestamp_seconds",
+    "gauge",
+    "When this endpoint was last fetched successfully for the service, Unix seconds.",
+    ("project_id", "service_id", "endpoint"),
+)
+POLL_DURATION = MetricSpec(
+    "modelarts_exporter_poll_duration_seconds",
+    "histogram",
+    "Duration of one full poll cycle of a project.",
+    ("project_id",),
+)
+WATCHED_SERVICES = MetricSpec(
+    "modelarts_exporter_watched_services",
+    "gauge",
+    "Services this exporter (shard) watches, by project.",
+    ("project_id",),
+)
+TOKEN_REFRESHES = MetricSpec(
+    "modelarts_exporter_token_refreshes_total",
+    "counter",
+    "IAM tokens obtained successfully.",
+    (),
+)
+TOKEN_REFRESH_FAILURES = MetricSpec(
+    "modelarts_exporter_token_refresh_failures_total",
+    "counter",
+    "Failed attempts to obtain an IAM token.",
+    (),
+)
+CONFIG_RELOAD_OK = MetricSpec(
+    "modelarts_exporter_config_last_reload_successful",
+    "gauge",
+    "1 if the last configuration (re)load succeeded, else 0.",
+    (),
+)
+
+SERVICE_METRICS: tuple[MetricSpec, ...] = (
+    SERVICE_INFO,
+    SERVICE_STATUS,
+    SERVICE_PROGRESS,
+    SERVICE_INVOCATIONS,
+    SERVICE_FAILURES,
+    MODEL_INSTANCES,
+    MODEL_TRAFFIC,
+    PUBLISHED_TS,
+    CONFIG_UPDATED_TS,
+    STATUS_CHANGED_TS,
+    AUTO_STOP_TS,
+    EVENTS,
+    LAST_EVENT_TS,
+    UPDATES,
+    LAST_UPDATE_TS,
+    LAST_UPDATE_RESULT,
+)
+EXPORTER_METRICS: tuple[MetricSpec, ...] = (
+    BUILD_INFO,
+    API_REQUESTS,
+    API_DURATION,
+    API_RETRIES,
+    COLLECT_SUCCESS,
+    LAST_SUCCESS_TS,
+    POLL_DURATION,
+    WATCHED_SERVICES,
+    TOKEN_REFRESHES,
+    TOKEN_REFRESH_FAILURES,
+    CONFIG_RELOAD_OK,
+)
+ALL_METRICS: tuple[MetricSpec, ...] = SERVICE_METRICS + EXPORTER_METRICS
+
+
+def exposed_series_names() -> frozenset[str]:
+    """Every sample name that can appear on /metrics (histogram parts included)."""
+    names: set[str] = set()
+    for spec in ALL_METRICS:
+        names.add(spec.name)
+        if spec.type == "histogram":
+            names.update(f"{spec.name}_{s}" for s in ("bucket", "sum", "count"))
+    return frozenset(names)
