@@ -1,6 +1,6 @@
 """Huawei Cloud AK/SK request signing (``SDK-HMAC-SHA256``), client and server side.
 
-Pure functions of their inputs: no I/O, no clock unless none is given. The client sends
+Pure: no I/O, and the clock is read only when ``sign_request`` gets no ``now``. The client sends
 ``path + "?" + query_string`` verbatim, because an HTTP library that re-encodes the query after
 signing (yarl turns ``%2F`` into ``/`` and spaces into ``+``) breaks the signature.
 """
@@ -90,12 +90,11 @@ def format_sdk_date(moment: datetime) -> str:
 
 
 def _hmac_hex(secret_key: str, message: str) -> str:
-    try:
-        key = secret_key.encode()
-    except UnicodeEncodeError:
-        # The codec error would carry the whole key in its args.
-        raise ValueError("secret key is not encodable as UTF-8") from None
-    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+    # A lone surrogate is the only thing UTF-8 cannot encode; checking first keeps the key out
+    # of a UnicodeEncodeError, whose args (and any chained traceback) would carry all of it.
+    if any("\ud800" <= char <= "\udfff" for char in secret_key):
+        raise ValueError("secret key is not valid text (lone surrogate)")
+    return hmac.new(secret_key.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
 def _payload_hash(body: bytes | None, lower_headers: Mapping[str, str]) -> str:
@@ -110,24 +109,24 @@ def _string_to_sign(
     path: str,
     query_string: str,
     *,
-    signed: Sequence[tuple[str, str]],
-    payload_hash: str,
-    sdk_date: str,
+    lower: Mapping[str, str],
+    names: list[str],
+    body: bytes | None,
 ) -> tuple[str, str]:
-    """Return (canonical request, string to sign) over already-lowercased signed headers."""
-    header_lines = "".join(f"{name}:{value.strip()}\n" for name, value in signed)
+    """Return (canonical request, string to sign); ``lower`` maps lowercased names to values."""
+    header_lines = "".join(f"{name}:{lower[name].strip()}\n" for name in names)
     canonical = "\n".join(
         [
             method.upper(),
             canonical_uri(path),
             query_string,
             header_lines,
-            ";".join(name for name, _ in signed),
-            payload_hash,
+            ";".join(names),
+            _payload_hash(body, lower),
         ]
     )
     digest = hashlib.sha256(canonical.encode()).hexdigest()
-    return canonical, f"{ALGORITHM}\n{sdk_date}\n{digest}"
+    return canonical, f"{ALGORITHM}\n{lower['x-sdk-date']}\n{digest}"
 
 
 def sign_request(
@@ -155,19 +154,14 @@ def sign_request(
         if name.lower() not in lower:  # a caller's own X-Sdk-Date is signed as-is
             sent[name] = lower[name.lower()] = value
 
-    signed = sorted((name, value) for name, value in lower.items() if "_" not in name)
+    names = sorted(name for name in lower if "_" not in name)
     query_string = canonical_query(query)
     canonical, string_to_sign = _string_to_sign(
-        method,
-        path,
-        query_string,
-        signed=signed,
-        payload_hash=_payload_hash(body, lower),
-        sdk_date=lower["x-sdk-date"],
+        method, path, query_string, lower=lower, names=names, body=body
     )
     sent["Authorization"] = (
         f"{ALGORITHM} Access={access_key}, "
-        f"SignedHeaders={';'.join(name for name, _ in signed)}, "
+        f"SignedHeaders={';'.join(names)}, "
         f"Signature={_hmac_hex(secret_key, string_to_sign)}"
     )
     return SignedRequest(sent, query_string, canonical, string_to_sign)
@@ -204,9 +198,8 @@ def verify_request(
     if secret_key is None:
         raise SignatureError("unknown access key")
 
-    sdk_date = lower.get("x-sdk-date")
     try:
-        signed_at = datetime.strptime(sdk_date or "", _DATE_FORMAT).replace(tzinfo=UTC)
+        signed_at = datetime.strptime(lower.get("x-sdk-date", ""), _DATE_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         raise SignatureError("missing or malformed X-Sdk-Date header") from None
     if abs(_as_utc(now) - signed_at) > max_skew:
@@ -217,17 +210,11 @@ def verify_request(
 
     names = signed_list.split(";")
     missing = [name for name in names if name not in lower]
-    if missing or "" in names:
-        raise SignatureError(f"signed header missing: {';'.join(missing) or '(empty name)'}")
-    signed = [(name, lower[name]) for name in names]
+    if missing:
+        raise SignatureError(f"signed header missing: {';'.join(missing)}")
 
     _, string_to_sign = _string_to_sign(
-        method,
-        path,
-        raw_query_string,
-        signed=signed,
-        payload_hash=_payload_hash(body, lower),
-        sdk_date=sdk_date or "",
+        method, path, raw_query_string, lower=lower, names=names, body=body
     )
     expected = _hmac_hex(secret_key, string_to_sign)
     if not hmac.compare_digest(expected.encode(), signature.encode()):
