@@ -1,0 +1,51 @@
+# The single source of the project's commands; README and .ci/run call these targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: all install tools demo test lint typecheck unit bench dashboards clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# System tools the tests drive for real: promtool/prometheus (Debian package `prometheus`),
+# systemd-analyze (Debian package `systemd`), kubectl for kustomize rendering when absent.
+tools:
+	@missing=""; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+demo: install
+	$(BIN)/modelarts-exporter --demo --web.listen-address=127.0.0.1:39130
+
+lint: install
+	$(BIN)/ruff check exporter tests
+	$(BIN)/ruff format --check exporter tests
+
+typecheck: install
+	$(BIN)/mypy exporter
+
+unit: install tools
+	$(BIN)/pytest -q -p no:cacheprovider
+
+test: lint typecheck unit
+
+bench: install
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

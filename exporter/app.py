@@ -1,0 +1,199 @@
+"""Composition root: builds the HTTP session, credentials, clients, poller, metrics and web app,
+and owns their lifecycle (aiohttp cleanup_ctx) and configuration reloads."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from exporter.config import Config, ConfigError
+from exporter.metrics.collector import Exposition
+from exporter.metrics.own import ExporterMetrics
+from exporter.modelarts.auth import build_auth
+from exporter.modelarts.client import ModelArtsClient, RetryPolicy
+from exporter.modelarts.limits import RequestLimiter
+from exporter.polling.poller import DiscoveryRule, Poller, PollSettings, ProjectPlan
+from exporter.web import WebHandlers, create_web_app
+
+log = logging.getLogger("exporter")
+
+ConfigLoader = Callable[[], Config]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    telemetry_path: str = "/metrics"
+    shard: int = 0
+    total_shards: int = 1
+
+
+def client_ssl_context(config: Config) -> ssl.SSLContext:
+    """Verification is always on; tls.ca_file adds a private CA to the system roots."""
+    context = ssl.create_default_context()
+    if config.tls.ca_file:
+        context.load_verify_locations(cafile=config.tls.ca_file)
+    return context
+
+
+class Exporter:
+    """Everything that runs between configuration and the HTTP layer."""
+
+    def __init__(
+        self,
+        config: Config,
+        options: RunOptions,
+        *,
+        loader: ConfigLoader | None = None,
+        metrics: ExporterMetrics | None = None,
+    ) -> None:
+        self.config = config
+        self.options = options
+        self._loader = loader
+        self.metrics = metrics or ExporterMetrics()
+        self.exposition = Exposition(self.metrics.render)
+        self._session: aiohttp.ClientSession | None = None
+        self.poller: Poller | None = None
+        self._reload_lock = asyncio.Lock()
+
+    # -- building -------------------------------------------------------------------------------
+
+    def _session_for(self, config: Config) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            ssl=client_ssl_context(config), limit=max(10, config.polling.max_concurrency * 2)
+        )
+        # trust_env: HTTP(S)_PROXY / NO_PROXY from the environment are honoured.
+        return aiohttp.ClientSession(connector=connector, trust_env=True)
+
+    def _plans(self, config: Config, session: aiohttp.ClientSession) -> dict[str, ProjectPlan]:
+        p = config.polling
+        limiter = RequestLimiter(p.max_concurrency, p.max_requests_per_second)
+        retry = RetryPolicy(retries=p.retries)
+        plans = {}
+        for project in config.projects:
+            auth = build_auth(
+                config.auth, project, session=session, timeout=p.timeout, observer=self.metrics
+            )
+            client = ModelArtsClient(
+                session,
+                endpoint=project.endpoint,
+                project_id=project.project_id,
+                auth=auth,
+                limiter=limiter,
+                observer=self.metrics,
+                timeout=p.timeout,
+                retry=retry,
+            )
+            d = project.discovery
+            plans[project.project_id] = ProjectPlan(
+                source=client,
+                services=project.services,
+                discovery=DiscoveryRule(
+                    enabled=d.enabled,
+                    workspace_id=project.workspace_id,
+                    infer_types=d.infer_types,
+                    name_pattern=d.name_pattern,
+                    statuses=d.statuses,
+                ),
+            )
+        return plans
+
+    def _settings(self, config: Config) -> PollSettings:
+        p = config.polling
+        return PollSettings(
+            interval=p.interval,
+            logs_interval=p.logs_interval,
+            discovery_interval=p.discovery_interval,
+            stale_after=p.stale_after,
+            events_lookback=p.events_lookback,
+            shard=self.options.shard,
+            total_shards=self.options.total_shards,
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._session = self._session_for(self.config)
+        self.poller = Poller(
+            self._plans(self.config, self._session),
+            self._settings(self.config),
+            on_cycle=self.metrics.poll_cycle,
+        )
+        self.poller.subscribe(self.exposition.update)
+        self.poller.start()
+        log.info(
+            "polling started",
+            extra={
+                "projects": len(self.config.projects),
+                "interval": self.config.polling.interval,
+                "shard": f"{self.options.shard}/{self.options.total_shards}",
+            },
+        )
+
+    async def stop(self) -> None:
+        if self.poller is not None:
+            await self.poller.stop()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def ready(self) -> bool:
+        return self.poller is not None and self.poller.ready
+
+    async def reload(self) -> tuple[bool, str]:
+        """Re-read the configuration; keep the old one running if the new one is invalid."""
+        if self._loader is None:
+            return False, "reload not available: no configuration file"
+        async with self._reload_lock:
+            try:
+                config = self._loader()
+            except ConfigError as err:
+                self.metrics.reload_result(False)
+                log.error(
+                    "reload failed; keeping the running configuration", extra={"problems": str(err)}
+                )
+                return False, f"invalid configuration:\n{err}"
+            assert self.poller is not None
+            old_session = self._session
+            session = self._session_for(config)
+            self._session = session
+            await self.poller.replace(self._plans(config, session), self._settings(config))
+            self.config = config
+            if old_session is not None:
+                await old_session.close()
+            self.metrics.reload_result(True)
+            log.info("configuration reloaded", extra={"projects": len(config.projects)})
+            return True, "configuration reloaded"
+
+    def handlers(self) -> WebHandlers:
+        return WebHandlers(
+            metrics_body=lambda gz: self.exposition.body(gzipped=gz),
+            ready=self.ready,
+            reload=self.reload,
+            telemetry_path=self.options.telemetry_path,
+        )
+
+
+EXPORTER_KEY: web.AppKey[Exporter] = web.AppKey("exporter")
+
+
+def build_app(exporter: Exporter, *, middlewares: tuple[Middleware, ...] = ()) -> web.Application:
+    """The web application with the exporter's lifecycle attached."""
+    app = create_web_app(exporter.handlers(), middlewares=middlewares)
+    app[EXPORTER_KEY] = exporter
+
+    async def lifecycle(_: web.Application) -> AsyncIterator[None]:
+        await exporter.start()
+        try:
+            yield
+        finally:
+            await exporter.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,294 @@
+"""The ModelArts v1 client: endpoints, pagination, retries, and translation of every failure
+into the exception tree of `exporter.modelarts.errors`."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+from yarl import URL
+
+from exporter.modelarts.auth import RequestAuth
+from exporter.modelarts.errors import (
+    ApiError,
+    AuthError,
+    CredentialsError,
+    MalformedResponseError,
+    ModelArtsError,
+    TransportError,
+    api_error,
+)
+from exporter.modelarts.limits import RequestLimiter
+from exporter.modelarts.models import (
+    Event,
+    ServiceDetails,
+    ServiceSummary,
+    UpdateRecord,
+    parse_details,
+    parse_event_page,
+    parse_service_page,
+    parse_update_logs,
+)
+from exporter.modelarts.observer import ApiObserver
+from exporter.modelarts.signing import canonical_query
+
+MAX_RETRY_AFTER = 120.0
+MAX_PAGES = 10_000
+PAGINATION_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    retries: int = 3
+    base: float = 0.5
+    cap: float = 30.0
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Full-jitter exponential backoff for retry number `attempt` (0-based)."""
+        ceiling: float = min(self.cap, self.base * 2**attempt)
+        return rng.uniform(0.5, 1.0) * ceiling
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def _error_fields(body: bytes) -> tuple[str, str]:
+    """error_code / error_msg from a ModelArts, gateway or IAM error body (best effort)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return "", body[:200].decode("utf-8", "replace")
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for code_key, msg_key in (
+                ("error_code", "error_msg"),
+                ("errorCode", "errorMsg"),
+                ("code", "message"),
+            ):
+                if code_key in item:
+                    return str(item[code_key]), str(item.get(msg_key, ""))[:300]
+            stack.extend(item.values())
+    return "", ""
+
+
+class ModelArtsClient:
+    """One project's view of the ModelArts v1 service API."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        endpoint: str,
+        project_id: str,
+        auth: RequestAuth,
+        limiter: RequestLimiter,
+        observer: ApiObserver,
+        timeout: float,
+        retry: RetryPolicy,
+        page_size: int = 1000,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._session = session
+        self._endpoint = endpoint.rstrip("/")
+        self._host = urlsplit(self._endpoint).netloc
+        self._base_path = urlsplit(self._endpoint).path.rstrip("/")
+        self.project_id = project_id
+        self._auth = auth
+        self._limiter = limiter
+        self._observer = observer
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._retry = retry
+        self._page_size = page_size
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._auth_blocked_until = 0.0
+        self._auth_failures = 0
+
+    def __repr__(self) -> str:
+        return f"ModelArtsClient(endpoint={self._endpoint!r}, project_id={self.project_id!r})"
+
+    def _path(self, *parts: str) -> str:
+        quoted = "/".join(quote(p, safe="") for p in parts)
+        return f"{self._base_path}/v1/{quote(self.project_id, safe='')}/services" + (
+            f"/{quoted}" if parts else ""
+        )
+
+    # -- endpoints ----------------------------------------------------------------------------
+
+    async def get_details(self, service_id: str) -> ServiceDetails:
+        raw = await self._get("details", self._path(service_id), [])
+        return parse_details(raw)
+
+    async def get_update_logs(self, service_id: str) -> tuple[UpdateRecord, ...]:
+        raw = await self._get("logs", self._path(service_id, "logs"), [])
+        return parse_update_logs(raw)
+
+    async def list_services(self, workspace_id: str | None = None) -> list[ServiceSummary]:
+        """Every service of the project (all pages, de-duplicated by id)."""
+        found: dict[str, ServiceSummary] = {}
+        offset = 0
+        for _ in range(MAX_PAGES):
+            params: list[tuple[str, object]] = [("offset", offset), ("limit", self._page_size)]
+            if workspace_id is not None:
+                params.append(("workspace_id", workspace_id))
+            page = parse_service_page(await self._get("list", self._path(), params))
+            for item in page.services:
+                found.setdefault(item.service_id, item)
+            offset += len(page.services)
+            if not page.services or offset >= page.total_count:
+                return list(found.values())
+        raise MalformedResponseError("list: pagination did not end", endpoint="list")
+
+    async def list_events(self, service_id: str, start_time: int | None) -> list[Event]:
+        """Every event with occur_time >= start_time (all history when None), oldest first.
+
+        Pages are read in ascending order so new events append at the end; if total_count moves
+        while paging (a late event shifted the offsets) the read starts over, so the caller never
+        sees a row twice or misses one."""
+        for _ in range(PAGINATION_ATTEMPTS):
+            events = await self._read_events(service_id, start_time)
+            if events is not None:
+                return events
+        raise MalformedResponseError(
+            "events: the event list kept changing while it was paged", endpoint="events"
+        )
+
+    async def _read_events(self, service_id: str, start_time: int | None) -> list[Event] | None:
+        events: list[Event] = []
+        total: int | None = None
+        path = self._path(service_id, "events")
+        for _ in range(MAX_PAGES):
+            params: list[tuple[str, object]] = [
+                ("sort_by", "occur_time"),
+                ("order", "asc"),
+                ("offset", len(events)),
+                ("limit", self._page_size),
+            ]
+            if start_time is not None:
+                params.append(("start_time", start_time))
+            page = parse_event_page(await self._get("events", path, params))
+            if total is None:
+                total = page.total_count
+            elif page.total_count != total:
+                return None
+            events.extend(page.events)
+            if not page.events or len(events) >= total:
+                break
+        else:
+            raise MalformedResponseError("events: pagination did not end", endpoint="events")
+        if len(events) != total:
+            return None
+        return events
+
+    # -- transport ----------------------------------------------------------------------------
+
+    async def _get(self, endpoint: str, path: str, params: Sequence[tuple[str, object]]) -> Any:
+        """GET with credentials, budget, retries; returns the decoded JSON body."""
+        attempt = 0
+        refreshed = False
+        while True:
+            self._check_auth_gate(endpoint)
+            try:
+                result = await self._attempt(endpoint, path, params)
+            except AuthError as err:
+                if (
+                    err.status == 401
+                    and not refreshed
+                    and await self._auth.refresh_after_401(err.used_headers)
+                ):
+                    refreshed = True
+                    continue
+                if err.status == 401 or err.code == "ModelArts.0206":
+                    self._trip_auth_gate()
+                raise
+            except (TransportError, ApiError) as err:
+                retryable = isinstance(err, TransportError) or (
+                    isinstance(err, ApiError) and err.retryable
+                )
+                if not retryable or attempt >= self._retry.retries:
+                    raise
+                delay = self._retry.backoff(attempt, self._rng)
+                if isinstance(err, ApiError) and err.retry_after is not None:
+                    delay = max(delay, min(err.retry_after, MAX_RETRY_AFTER))
+                attempt += 1
+                self._observer.retried(endpoint)
+                await self._sleep(delay)
+            else:
+                self._auth_failures = 0
+                return result
+
+    async def _attempt(self, endpoint: str, path: str, params: Sequence[tuple[str, object]]) -> Any:
+        headers = await self._auth.headers(method="GET", host=self._host, path=path, query=params)
+        query = canonical_query(params)
+        # encoded=True: send the query byte-for-byte as signed (yarl would re-encode it otherwise).
+        relative = path[len(self._base_path) :]
+        url = URL(f"{self._endpoint}{relative}" + (f"?{query}" if query else ""), encoded=True)
+        async with self._limiter.slot():
+            started = time.monotonic()
+            try:
+                async with self._session.get(url, headers=headers, timeout=self._timeout) as resp:
+                    body = await resp.read()
+                    status = resp.status
+                    retry_after = _retry_after(resp.headers.get("Retry-After"))
+            except (aiohttp.ClientError, TimeoutError) as err:
+                self._observer.request_done(endpoint, "error", time.monotonic() - started)
+                raise TransportError(
+                    f"{endpoint} request failed: {type(err).__name__}", endpoint=endpoint
+                ) from None
+        self._observer.request_done(endpoint, str(status), time.monotonic() - started)
+        if status >= 400:
+            code, message = _error_fields(body)
+            failure = api_error(
+                status, code or str(status), message, endpoint=endpoint, retry_after=retry_after
+            )
+            if isinstance(failure, AuthError):
+                failure.used_headers = headers
+            raise failure
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise MalformedResponseError(
+                f"{endpoint}: response is not JSON", endpoint=endpoint
+            ) from None
+
+    # -- credentials circuit breaker ------------------------------------------------------------
+
+    def _check_auth_gate(self, endpoint: str) -> None:
+        remaining = self._auth_blocked_until - time.monotonic()
+        if remaining > 0:
+            raise CredentialsError(
+                f"credentials were rejected; next attempt in {remaining:.0f}s", endpoint=endpoint
+            )
+
+    def _trip_auth_gate(self) -> None:
+        # The API gateway locks an access key after five bad signatures: back off instead of
+        # sending every service's request with credentials that were just refused.
+        self._auth_failures += 1
+        self._auth_blocked_until = time.monotonic() + min(300.0, 2.0 ** (self._auth_failures - 1))
+
+
+__all__ = ["ModelArtsClient", "ModelArtsError", "RetryPolicy"]

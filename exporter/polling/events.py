@@ -1,0 +1,171 @@
+"""Pure bookkeeping that turns API histories into exact, restart-safe counters.
+
+EventCursor: the first read takes the whole event history; later reads ask only for events with
+occur_time >= newest_seen - lookback (ascending). Within that window the cursor remembers what it
+has already counted as a *multiset* of (occur_time, event_type, event_info), because two identical
+rows are two events. A read that returns more copies of a row than the window holds counts the
+difference; nothing is ever counted twice and memory is bounded by the window, not the history.
+
+UpdateTracker: update records are identified by update_time; a record is counted once, when it is
+first seen with a final result (SUCCESS or FAIL), so a RUNNING record is counted when it finishes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from exporter.modelarts.models import Event, UpdateRecord
+
+EVENT_TYPES = ("normal", "abnormal")
+PHASES = (
+    "image_build",
+    "environment",
+    "scheduling",
+    "image_pull",
+    "model_start",
+    "deploy",
+    "other",
+)
+
+# First rule that matches wins (SPEC §4); matching is on the lower-cased event text.
+_PHASE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("image_build", ("build image", "building image", "image build")),
+    ("environment", ("environment",)),
+    ("scheduling", ("schedul", "resource")),
+    ("image_pull", ("pull",)),
+    ("model_start", ("starting model", "start model", "model start", "health check", "container")),
+    ("deploy", ("deploy",)),
+)
+
+
+def classify_phase(event_info: str) -> str:
+    """The deployment phase an event's text belongs to."""
+    text = event_info.lower()
+    for phase, needles in _PHASE_RULES:
+        if any(needle in text for needle in needles):
+            return phase
+    return "other"
+
+
+EventKey = tuple[int, str, str]
+
+
+@dataclass(frozen=True)
+class EventTotals:
+    """What the collector needs: counts by (event_type, phase) and newest time by event_type."""
+
+    counts: Mapping[tuple[str, str], int]
+    last_occur_ms: Mapping[str, int]
+
+
+class EventCursor:
+    """Exact event counting for one service."""
+
+    def __init__(self, lookback_ms: int) -> None:
+        self._lookback_ms = max(0, lookback_ms)
+        self._newest: int | None = None
+        self._window: Counter[EventKey] = Counter()
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._last: dict[str, int] = {}
+
+    @property
+    def started(self) -> bool:
+        return self._newest is not None
+
+    def query_start(self) -> int | None:
+        """The start_time (ms, inclusive) of the next read; None means "the whole history"."""
+        if self._newest is None:
+            return None
+        return self._newest - self._lookback_ms
+
+    def apply(self, events: Iterable[Event]) -> int:
+        """Take one complete read (every event with occur_time >= query_start()); returns how
+        many events were newly counted."""
+        start = self.query_start()
+        seen: Counter[EventKey] = Counter()
+        for event in events:
+            if start is not None and event.occur_time < start:
+                continue  # outside what was asked for: a misbehaving filter must not recount
+            seen[(event.occur_time, event.event_type, event.event_info)] += 1
+        added = 0
+        for key, copies in seen.items():
+            new = copies - self._window.get(key, 0)
+            if new <= 0:
+                continue
+            occur, event_type, info = key
+            self._counts[(event_type, classify_phase(info))] += new
+            if occur > self._last.get(event_type, -1):
+                self._last[event_type] = occur
+            added += new
+        if seen:
+            newest = max(key[0] for key in seen)
+            if self._newest is None or newest > self._newest:
+                self._newest = newest
+        self._prune(seen)
+        return added
+
+    def _prune(self, seen: Counter[EventKey]) -> None:
+        if self._newest is None:
+            self._window = Counter()
+            return
+        floor = self._newest - self._lookback_ms
+        # The read covered everything >= the old floor, which is <= the new floor, so it is the
+        # complete picture of the new window; keep the larger multiplicity in case a row vanished.
+        merged: Counter[EventKey] = Counter()
+        for source in (self._window, seen):
+            for key, copies in source.items():
+                if key[0] >= floor and copies > merged[key]:
+                    merged[key] = copies
+        self._window = merged
+
+    @property
+    def window_size(self) -> int:
+        return sum(self._window.values())
+
+    def totals(self) -> EventTotals:
+        return EventTotals(counts=dict(self._counts), last_occur_ms=dict(self._last))
+
+
+@dataclass(frozen=True)
+class UpdateTotals:
+    counts: Mapping[str, int]  # "success"/"fail" -> records that finished so
+    newest_time_ms: int | None
+    newest_result: str | None  # lower-case
+
+
+class UpdateTracker:
+    """Exact update-result counting for one service."""
+
+    FINAL = {"SUCCESS": "success", "FAIL": "fail", "FAILED": "fail"}
+
+    def __init__(self) -> None:
+        self._counted: set[int] = set()
+        self._counts: Counter[str] = Counter()
+        self._newest: UpdateRecord | None = None
+
+    def apply(self, records: Sequence[UpdateRecord]) -> int:
+        """Take the full update log; returns how many records were newly counted."""
+        added = 0
+        for record in records:
+            result = self.FINAL.get(record.result)
+            if result is not None and record.update_time not in self._counted:
+                self._counted.add(record.update_time)
+                self._counts[result] += 1
+                added += 1
+        if records:
+            self._newest = max(records, key=lambda r: r.update_time)
+        return added
+
+    @property
+    def newest_is_running(self) -> bool:
+        return self._newest is not None and self._newest.result == "RUNNING"
+
+    def totals(self) -> UpdateTotals:
+        newest = self._newest
+        return UpdateTotals(
+            counts=dict(self._counts),
+            newest_time_ms=None if newest is None else newest.update_time,
+            newest_result=None if newest is None else newest.result.lower(),
+        )
