@@ -1,0 +1,198 @@
+"""Snapshot -> exposition: values, one-hot status, label escaping, caching, gzip, promtool."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+from types import MappingProxyType
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.metrics import catalogue as cat
+from exporter.metrics.collector import Exposition, ServiceRenderer
+from exporter.metrics.own import ExporterMetrics
+from exporter.modelarts.models import ModelConfig, ServiceDetails
+from exporter.polling.events import EventTotals, UpdateTotals
+from exporter.polling.snapshot import EndpointState, ServiceSnapshot, Snapshot
+
+
+def details(**over: object) -> ServiceDetails:
+    base: dict[str, object] = dict(
+        service_id="s1",
+        service_name='we"ird\\name',
+        infer_type="real-time",
+        workspace_id="0",
+        cluster_id="",
+        pool_name="",
+        owner="u",
+        status="deploying",
+        progress=40.0,
+        invocation_times=100.0,
+        failed_times=7.0,
+        publish_at=1_700_000_000_000.0,
+        update_time=1_700_000_100_000.0,
+        transition_at=1_700_000_200_000.0,
+        due_time=None,
+        models=(
+            ModelConfig("m1", "a", "1.0", "cpu", 70.0, 2.0),
+            ModelConfig("m2", "b", "2.0", "gpu", 30.0, 1.0),
+        ),
+    )
+    base.update(over)
+    return ServiceDetails(**base)  # type: ignore[arg-type]
+
+
+def service(d: ServiceDetails | None = None, **over: object) -> ServiceSnapshot:
+    fields: dict[str, object] = dict(
+        project_id="p1",
+        service_id="s1",
+        service_name='we"ird\\name',
+        details=d if d is not None else details(),
+        events=EventTotals(
+            {("abnormal", "model_start"): 3, ("normal", "deploy"): 1},
+            {"abnormal": 1_700_000_300_000},
+        ),
+        updates=UpdateTotals({"success": 2}, 1_700_000_400_000, "running"),
+        collect=MappingProxyType(
+            {"details": EndpointState(True, 1_700_000_500.0), "events": EndpointState(False, None)}
+        ),
+    )
+    fields.update(over)
+    return ServiceSnapshot(**fields)  # type: ignore[arg-type]
+
+
+def samples(body: bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    out = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(
+    found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    matches = [v for (n, ls), v in found.items() if n == name and set(labels.items()) <= ls]
+    assert len(matches) == 1, (name, labels, matches)
+    return matches[0]
+
+
+def test_details_values_and_one_hot_status() -> None:
+    body = ServiceRenderer().render(Snapshot(services=(service(),), watched={"p1": 1}))
+    found = samples(body)
+    for status in cat.KNOWN_STATUSES:
+        assert value(found, "modelarts_service_status", status=status) == (status == "deploying")
+    assert value(found, "modelarts_service_progress_ratio") == 0.4
+    assert value(found, "modelarts_service_invocations_total") == 100
+    assert value(found, "modelarts_service_invocation_failures_total") == 7
+    assert (
+        value(found, "modelarts_service_model_instances", model_id="m1", specification="cpu") == 2
+    )
+    assert value(found, "modelarts_service_model_traffic_ratio", model_id="m2") == 0.3
+    assert value(found, "modelarts_service_published_timestamp_seconds") == 1_700_000_000
+    assert value(found, "modelarts_service_config_updated_timestamp_seconds") == 1_700_000_100
+    assert value(found, "modelarts_service_status_changed_timestamp_seconds") == 1_700_000_200
+    assert not any(n == "modelarts_service_auto_stop_timestamp_seconds" for n, _ in found)
+    assert (
+        value(found, "modelarts_service_info", service_name='we"ird\\name', infer_type="real-time")
+        == 1
+    )
+    assert value(found, "modelarts_exporter_watched_services", project_id="p1") == 1
+
+
+def test_unknown_status_is_its_own_series() -> None:
+    found = samples(
+        ServiceRenderer().render(Snapshot(services=(service(details(status="upgrading")),)))
+    )
+    assert value(found, "modelarts_service_status", status="upgrading") == 1
+    assert sum(v for (n, _), v in found.items() if n == "modelarts_service_status") == 1
+
+
+def test_events_all_fourteen_combinations_and_updates() -> None:
+    found = samples(ServiceRenderer().render(Snapshot(services=(service(),))))
+    events = {ls: v for (n, ls), v in found.items() if n == "modelarts_service_events_total"}
+    assert len(events) == 14
+    assert (
+        value(found, "modelarts_service_events_total", event_type="abnormal", phase="model_start")
+        == 3
+    )
+    assert (
+        value(found, "modelarts_service_events_total", event_type="normal", phase="image_pull") == 0
+    )
+    assert (
+        value(found, "modelarts_service_last_event_timestamp_seconds", event_type="abnormal")
+        == 1_700_000_300
+    )
+    assert value(found, "modelarts_service_updates_total", result="success") == 2
+    assert value(found, "modelarts_service_updates_total", result="fail") == 0
+    assert value(found, "modelarts_service_last_update_result", result="running") == 1
+    assert value(found, "modelarts_service_last_update_result", result="success") == 0
+    assert value(found, "modelarts_exporter_collect_success", endpoint="events") == 0
+    assert (
+        value(found, "modelarts_exporter_last_success_timestamp_seconds", endpoint="details")
+        == 1_700_000_500
+    )
+
+
+def test_missing_parts_are_not_exported() -> None:
+    svc = service(details=None, events=None, updates=None)
+    object.__setattr__(svc, "details", None)
+    found = samples(ServiceRenderer().render(Snapshot(services=(svc,))))
+    names = {n for n, _ in found}
+    assert names == {
+        "modelarts_exporter_collect_success",
+        "modelarts_exporter_last_success_timestamp_seconds",
+    }
+
+
+def test_unchanged_service_objects_are_not_rerendered(monkeypatch: object) -> None:
+    import exporter.metrics.collector as collector
+
+    calls = []
+    original = collector.render_service
+
+    def counting(svc: ServiceSnapshot) -> tuple[str, ...]:
+        calls.append(svc.service_id)
+        return original(svc)
+
+    setattr(collector, "render_service", counting)
+    try:
+        renderer = ServiceRenderer()
+        a, b = service(), service(service_id="s2")
+        first = renderer.render(Snapshot(services=(a, b)))
+        second = renderer.render(Snapshot(services=(a, service(service_id="s2"))))
+    finally:
+        setattr(collector, "render_service", original)
+    assert calls == ["s1", "s2", "s2"]
+    assert first == second
+
+
+def test_gzip_body_decompresses_to_plain_body() -> None:
+    live = iter([b"live_metric 1\n", b"live_metric 1\n", b"live_metric 2\n", b"live_metric 2\n"])
+    expo = Exposition(lambda: next(live))
+    expo.update(Snapshot(services=(service(),)))
+    plain = expo.body(gzipped=False)
+    assert gzip.decompress(expo.body(gzipped=True)) == plain
+    plain2 = expo.body(gzipped=False)
+    assert gzip.decompress(expo.body(gzipped=True)) == plain2
+    assert plain2.endswith(b"live_metric 2\n")
+
+
+def test_promtool_accepts_the_full_exposition() -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool (Debian package prometheus) is required: run `make tools`"
+    own = ExporterMetrics()
+    own.request_done("details", "200", 0.1)
+    own.retried("events")
+    own.poll_cycle("p1", 1.0)
+    expo = Exposition(own.render)
+    expo.update(Snapshot(services=(service(), service(service_id="s2")), watched={"p1": 2}))
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=expo.body(gzipped=False),
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr.decode() + result.stdout.decode()
+    assert result.stdout.strip() == b"" and result.stderr.strip() == b"", result.stderr
