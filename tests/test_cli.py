@@ -1,0 +1,111 @@
+"""The command line as users run it: flags, --config.check exit codes, startup failures."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "MODELARTS_EXPORTER_CONFIG"}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("modelarts-exporter ")
+
+
+def test_config_check_accepts_the_example() -> None:
+    result = run(
+        "--config.file=config.example.yaml",
+        "--config.check",
+        env={"MODELARTS_TOKEN": "t0ken-value"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "t0ken-value" not in result.stderr + result.stdout
+
+
+def test_config_check_via_environment_variable() -> None:
+    result = run(
+        "--config.check",
+        env={"MODELARTS_TOKEN": "x", "MODELARTS_EXPORTER_CONFIG": "config.example.yaml"},
+    )
+    assert result.returncode == 0, result.stderr
+
+
+GOOD = """
+auth: {method: token, token: abc}
+projects:
+  - project_id: 0123456789abcdef0123456789abcdef
+    region: cn-north-4
+    endpoint: http://127.0.0.1:9  # nothing listens there: tests never leave loopback
+    services: [s1]
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            GOOD.replace("project_id: 0123456789abcdef0123456789abcdef", "region2: x"),
+            "projects[0].project_id: required",
+        ),
+        (GOOD + "bogus: 1\n", "bogus: unknown key"),
+        (GOOD + "polling: {interval: 5x}\n", "polling.interval: invalid duration"),
+    ],
+)
+def test_config_check_rejects_with_key_path(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    result = run(f"--config.file={path}", "--config.check")
+    assert result.returncode == 1
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file_exits_1(tmp_path: Path) -> None:
+    result = run(f"--config.file={tmp_path / 'nope.yaml'}")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--shard=2", "--total-shards=2"], ["--web.listen-address=nonsense"], ["--log.level=loud"]],
+)
+def test_bad_flags_exit_1(flags: list[str]) -> None:
+    result = run("--demo", *flags)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_port_in_use_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(GOOD)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run(f"--config.file={path}", f"--web.listen-address=127.0.0.1:{port}")
+    assert result.returncode == 2, result.stderr
+    assert "cannot listen" in result.stderr
+    assert "Traceback" not in result.stderr
