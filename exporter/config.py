@@ -306,7 +306,7 @@ class _Parser:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            self.problem(path, f"expected a mapping, got {_type_name(value)}")
+            self.problem(path or "(top level)", f"expected a mapping, got {_type_name(value)}")
             return None
         result: dict[str, object] = {}
         for key, item in value.items():
@@ -549,9 +549,9 @@ class _Parser:
 
     def config(self, data: object) -> Config | None:
         if data is None:
-            self.problem("(root)", "the configuration is empty")
+            self.problem("(top level)", "the configuration is empty")
             return None
-        top = self.mapping(data, "(root)", _TOP_KEYS)
+        top = self.mapping(data, "", _TOP_KEYS)
         if top is None:
             return None
         auth = self.auth(top.get("auth"))
@@ -574,8 +574,8 @@ class _Parser:
         if method_text in _AUTH_METHODS:
             method = method_text
         elif method_text is not None:
-            choices = ", ".join(_AUTH_METHODS)
-            self.problem("auth.method", f"must be one of {choices}, got {_quote(method_text)}")
+            # The value is not echoed: this section is where secrets are, misplaced ones included.
+            self.problem("auth.method", f"must be one of {', '.join(_AUTH_METHODS)}")
         # Without a valid method there is nothing to require, but every given key is still checked.
         allowed = _METHOD_KEYS[method] if method else _AUTH_KEYS
         for key in _AUTH_KEYS:
@@ -635,20 +635,22 @@ class _Parser:
         # A region is needed for the IAM endpoint only when password auth has none configured.
         region_for_iam = auth is not None and auth.method == "password" and not auth.iam_endpoint
         projects: list[ProjectConfig] = []
-        seen: dict[str, str] = {}
+        first_seen: dict[str, str] = {}
         ok = True
         for index, item in enumerate(value):
             path = f"projects[{index}]"
             project = self.project(item, path, region_for_iam=region_for_iam)
+            # Compared as written, so a duplicate shows up even in a project with other problems.
+            raw_id = item.get("project_id") if isinstance(item, dict) else None
+            if isinstance(raw_id, str) and raw_id in first_seen:
+                self.problem(f"{path}.project_id", f"duplicate of {first_seen[raw_id]}")
+                ok = False
+            elif isinstance(raw_id, str):
+                first_seen[raw_id] = f"{path}.project_id"
             if project is None:
                 ok = False
-                continue
-            if project.project_id in seen:
-                self.problem(f"{path}.project_id", f"duplicate of {seen[project.project_id]}")
-                ok = False
-                continue
-            seen[project.project_id] = f"{path}.project_id"
-            projects.append(project)
+            else:
+                projects.append(project)
         return tuple(projects) if ok else None
 
     def project(self, value: object, path: str, *, region_for_iam: bool) -> ProjectConfig | None:
@@ -667,18 +669,17 @@ class _Parser:
             )
             project_id = None
 
+        # The region only feeds endpoint defaults, so an explicit endpoint can make it optional.
         endpoint_given = section.get("endpoint") is not None
-        region_required = not endpoint_given or region_for_iam
         region = self.string(section, path, "region")
-        if region is None and section.get("region") is None and region_required:
-            why = "" if not endpoint_given else " (the IAM endpoint is derived from it)"
-            self.problem(_join(path, "region"), f"required{why}")
-            ok = False
         if region is not None and not _REGION.fullmatch(region):
             self.problem(_join(path, "region"), "must be a region id like cn-north-4")
             region = None
-            ok = False
-        if section.get("region") is not None and region is None:
+        if section.get("region") is not None:
+            ok = ok and region is not None
+        elif not endpoint_given or region_for_iam:
+            why = " (the IAM endpoint is derived from it)" if endpoint_given else ""
+            self.problem(_join(path, "region"), f"required{why}")
             ok = False
 
         endpoint = self.url(section, path, "endpoint")
@@ -713,9 +714,8 @@ class _Parser:
                     self.problem(service_path, "duplicate service id")
                     ok = False
                 seen.add(service)
-        discovery = self.discovery(section.get("discovery"), _join(path, "discovery"))
-
-        if services == () and discovery is not None and not discovery.enabled:
+        enabled, discovery = self.discovery(section.get("discovery"), _join(path, "discovery"))
+        if services == () and enabled is False:
             self.problem(path, "no services and discovery disabled")
             ok = False
         if project_id is None or services is None or discovery is None or not ok:
@@ -731,14 +731,17 @@ class _Parser:
             discovery=discovery,
         )
 
-    def discovery(self, value: object, path: str) -> DiscoveryConfig | None:
+    def discovery(self, value: object, path: str) -> tuple[bool | None, DiscoveryConfig | None]:
+        """Returns (enabled, config): enabled is known even when a filter is invalid."""
         section = self.mapping(value, path, _DISCOVERY_KEYS)
         if section is None:
-            return None
+            return None, None
         ok = True
         enabled = self.boolean(section, path, "enabled")
         if section.get("enabled") is not None and enabled is None:
             ok = False
+        elif enabled is None:
+            enabled = False
         infer_types = self.string_list(section, path, "infer_types")
         statuses = self.string_list(section, path, "statuses")
         for key, values, known in (
@@ -762,14 +765,15 @@ class _Parser:
                 ok = False
         elif section.get("name_pattern") is not None:
             ok = False
-        if not ok or infer_types is None or statuses is None:
-            return None
-        return DiscoveryConfig(
-            enabled=bool(enabled),
+        if not ok or enabled is None or infer_types is None or statuses is None:
+            return enabled, None
+        config = DiscoveryConfig(
+            enabled=enabled,
             infer_types=infer_types,
             name_pattern=pattern,
             statuses=statuses,
         )
+        return enabled, config
 
     def polling(self, value: object) -> PollingConfig | None:
         section = self.mapping(value, "polling", _POLLING_KEYS)
@@ -826,7 +830,7 @@ class _Parser:
         except OSError as error:
             self.problem("tls.ca_file", f"cannot read {_quote(text)}: {error.strerror or error}")
             return None
-        return TlsConfig(ca_file=str(location.absolute()))
+        return TlsConfig(ca_file=str(location.resolve()))
 
 
 def _format_seconds(seconds: float) -> str:
@@ -838,7 +842,7 @@ def parse_config(data: object, *, env: Mapping[str, str], base_dir: Path) -> Con
     parser = _Parser(env, Path(base_dir))
     config = parser.config(data)
     if parser.problems or config is None:
-        raise ConfigError(parser.problems or ["(root): invalid configuration"])
+        raise ConfigError(parser.problems or ["(top level): invalid configuration"])
     return config
 
 
