@@ -17,8 +17,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
-from exporter import __version__
+from exporter import __version__, webconfig
 from exporter.app import Exporter, RunOptions, build_app
 from exporter.config import (
     AuthConfig,
@@ -178,19 +179,18 @@ def demo_config(endpoint: str, project_id: str) -> Config:
 async def _demo_simulator() -> AsyncIterator[Config]:
     from exporter.simulator import DEFAULT_PROJECT_ID, Simulation, serve
 
-    sim = Simulation(seed=1, services=8)
+    sim = Simulation(seed=3, services=8)  # a seed whose fleet includes auto-stop services
     async with serve(sim) as url:
         log.info("demo simulator started", extra={"url": url, "services": len(sim.services)})
         yield demo_config(url, DEFAULT_PROJECT_ID)
 
 
-def _middlewares(args: Args) -> tuple[tuple[web.Middleware, ...], object | None]:
-    if not args.web_config:
+def _middlewares(
+    cfg: webconfig.WebConfig | None,
+) -> tuple[tuple[Middleware, ...], webconfig.TLSContextManager | None]:
+    if cfg is None:
         return (), None
-    from exporter import webconfig
-
-    cfg = webconfig.load_web_config(args.web_config)
-    middlewares: list[web.Middleware] = []
+    middlewares: list[Middleware] = []
     if cfg.headers:
         middlewares.append(webconfig.headers_middleware(cfg.headers))
     if cfg.basic_auth_users:
@@ -201,7 +201,7 @@ def _middlewares(args: Args) -> tuple[tuple[web.Middleware, ...], object | None]
     return tuple(middlewares), tls
 
 
-async def _serve(args: Args, config: Config | None) -> int:
+async def _serve(args: Args, config: Config | None, web_cfg: webconfig.WebConfig | None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     async with contextlib.AsyncExitStack() as stack:
@@ -209,7 +209,7 @@ async def _serve(args: Args, config: Config | None) -> int:
             config = await stack.enter_async_context(_demo_simulator())
         loader = None if args.demo else (lambda: load_config(args.config_file))
         exporter = Exporter(config, args.options, loader=loader)
-        middlewares, tls = _middlewares(args)
+        middlewares, tls = _middlewares(web_cfg)
         app = build_app(exporter, middlewares=middlewares)
         runner = web.AppRunner(
             app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None
@@ -218,9 +218,6 @@ async def _serve(args: Args, config: Config | None) -> int:
         stack.push_async_callback(runner.cleanup)
         ssl_context = None
         if tls is not None:
-            from exporter import webconfig
-
-            assert isinstance(tls, webconfig.TLSContextManager)
             ssl_context = tls.context
             reloader = webconfig.start_tls_reloader(tls)
             stack.callback(reloader.cancel)
@@ -270,28 +267,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     setup_logging(args.log_level, args.log_format)
     config: Config | None = None
-    if not args.demo or args.config_check:
-        try:
-            config = load_config(args.config_file)
-            if args.web_config:
-                from exporter import webconfig
-
-                webconfig.load_web_config(args.web_config)
-        except ConfigError as err:
-            for problem in err.problems:
-                print(f"{args.config_file}: {problem}", file=sys.stderr)
-            return 1
-        except Exception as err:  # the web config module's own error type
-            problems = getattr(err, "problems", None)
-            if problems is None:
-                raise
-            for problem in problems:
-                print(f"{args.web_config}: {problem}", file=sys.stderr)
-            return 1
-        if args.config_check:
-            print(f"{args.config_file}: configuration is valid", file=sys.stderr)
-            return 0
+    web_cfg: webconfig.WebConfig | None = None
     try:
-        return asyncio.run(_serve(args, config))
+        if not args.demo or args.config_check:
+            config = load_config(args.config_file)
+        if args.web_config:
+            web_cfg = webconfig.load_web_config(args.web_config)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(f"{args.config_file}: {problem}", file=sys.stderr)
+        return 1
+    except webconfig.WebConfigError as err:
+        for problem in err.problems:
+            print(f"{args.web_config}: {problem}", file=sys.stderr)
+        return 1
+    if args.config_check:
+        print(f"{args.config_file}: configuration is valid", file=sys.stderr)
+        return 0
+    try:
+        return asyncio.run(_serve(args, config, web_cfg))
     except KeyboardInterrupt:
         return 0

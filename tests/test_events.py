@@ -81,7 +81,7 @@ def test_counter_equals_api_for_any_arrival_pattern(
             # Late events land up to LOOKBACK before the newest one already visible.
             api.events.append(Event(newest + shift + e.occur_time % 3, e.event_type, e.event_info))
         if api.events:
-            newest = max(newest, max(e.occur_time for e in api.events))
+            newest = max(newest, *(e.occur_time for e in api.events))
         if restart:
             cursor = EventCursor(LOOKBACK)
         cursor.apply(api.query(cursor.query_start()))
