@@ -205,6 +205,20 @@ def _split_100(rng: random.Random, parts: int) -> list[int]:
     return [b - a for a, b in itertools.pairwise([0, *cuts, 100])]
 
 
+# (fraction of the deployment's duration, success text, failure text) per model and phase.
+_STAGES = (
+    (0.02, "building image for model [{}]", "model ({}) build image failed"),
+    (0.25, "model ({}) build image success", "model ({}) build image failed"),
+    (0.45, "[{}] prepare environment success", "[{}] prepare environment failed"),
+    (0.55, "[{}] schedule resource success", "[{}] failed to schedule resource, quota exhausted"),
+    (0.60, "[{}] pulling model image", "[{}] pull image failed"),
+    (0.80, "[{}] pull image success", "[{}] pull image failed"),
+    (0.90, "[{}] starting model", "[{}] container failed to start"),
+)
+_ENVIRONMENT_STAGE = 2
+_SCHEDULE_STAGE = 3
+
+
 def _deploy_script(
     models: Sequence[SimModel], rng: random.Random, *, succeed: bool
 ) -> list[tuple[float, str, str]]:
@@ -213,70 +227,25 @@ def _deploy_script(
     Follows the documented sequence; models of one phase share a timestamp, so bursts of
     events with identical occur_time are part of every multi-model deployment.
     """
+    labels = [model.label for model in models]
     script: list[tuple[float, str, str]] = [(0.0, NORMAL, "start to deploy service")]
-    stages: list[tuple[float, str, Callable[[SimModel], str], Callable[[SimModel], str]]] = [
-        (
-            0.02,
-            "build",
-            lambda m: f"building image for model [{m.label}]",
-            lambda m: f"model ({m.label}) build image failed",
-        ),
-        (
-            0.25,
-            "build_ok",
-            lambda m: f"model ({m.label}) build image success",
-            lambda m: f"model ({m.label}) build image failed",
-        ),
-        (
-            0.45,
-            "environment",
-            lambda m: f"[{m.label}] prepare environment success",
-            lambda m: f"[{m.label}] prepare environment failed",
-        ),
-        (
-            0.55,
-            "schedule",
-            lambda m: f"[{m.label}] schedule resource success",
-            lambda m: f"[{m.label}] failed to schedule resource due to insufficient quota",
-        ),
-        (
-            0.60,
-            "pull",
-            lambda m: f"[{m.label}] pulling model image",
-            lambda m: f"[{m.label}] pull image failed",
-        ),
-        (
-            0.80,
-            "pull_ok",
-            lambda m: f"[{m.label}] pull image success",
-            lambda m: f"[{m.label}] pull image failed",
-        ),
-        (
-            0.90,
-            "start",
-            lambda m: f"[{m.label}] starting model",
-            lambda m: f"[{m.label}] container failed to start",
-        ),
-    ]
-    failing_stage = -1 if succeed else rng.randrange(len(stages) + 1)
-    for index, (fraction, name, ok_text, bad_text) in enumerate(stages):
-        if name == "environment":
+    failing_stage = -1 if succeed else rng.randrange(len(_STAGES) + 1)
+    for index, (fraction, ok_text, bad_text) in enumerate(_STAGES):
+        if index == _ENVIRONMENT_STAGE:
             script.append((0.30, NORMAL, "preparing environment"))
         if index == failing_stage:
-            victim = rng.choice(list(models)) if models else None
-            if victim is not None:
-                script.append((fraction, ABNORMAL, bad_text(victim)))
+            if labels:
+                script.append((fraction, ABNORMAL, bad_text.format(rng.choice(labels))))
             script.append((1.0, ABNORMAL, "failed to deploy service"))
             return script
         # A successful deployment now and then retries scheduling: abnormal, then fine.
-        if name == "schedule" and models and rng.random() < 0.1:
-            script.append((0.50, ABNORMAL, f"[{models[0].label}] failed to schedule resource"))
-        for model in models:
-            script.append((fraction, NORMAL, ok_text(model)))
+        if index == _SCHEDULE_STAGE and labels and rng.random() < 0.1:
+            script.append((0.50, ABNORMAL, f"[{labels[0]}] failed to schedule resource"))
+        script.extend((fraction, NORMAL, ok_text.format(label)) for label in labels)
     if not succeed:
-        # failing_stage == len(stages): the deployment ran out of time while starting.
-        if models:
-            script.append((0.97, ABNORMAL, f"[{models[-1].label}] health check failed"))
+        # Every phase went through, yet the model never became healthy in time.
+        if labels:
+            script.append((0.97, ABNORMAL, f"[{labels[-1]}] health check failed"))
         script.append((1.0, ABNORMAL, "deployment timed out after 20 minutes"))
     return script
 
@@ -525,7 +494,10 @@ class Simulation:
                 updates_wanted -= 1
                 result = "SUCCESS" if succeed else "FAIL"
                 svc.updates.append(SimUpdate(start, result, self._config_record(svc)))
-            events.extend(_timed(_deploy_script(svc.models, rng, succeed=succeed), start, duration))
+            if len(events) <= self._events_per_service:
+                # Older deployments only matter as far as the kept history reaches back.
+                script = _deploy_script(svc.models, rng, succeed=succeed)
+                events.extend(_timed(script, start, duration))
             if newest_end is None:
                 newest_end = end
             svc.publish_at = start
@@ -781,7 +753,8 @@ class Simulation:
             at += 1  # update_time identifies a record, so two records never share one
         svc.updates.append(SimUpdate(at, "RUNNING", config))
         svc.updates.sort(key=lambda u: u.update_time)
-        svc.update_time = max(svc.update_time, at)
+        # The details follow the newest record, as when a configuration change is applied.
+        svc.update_time = svc.updates[-1].update_time
         return at
 
     def _close_update(self, svc: SimService, update_time: int, result: str) -> None:
@@ -862,7 +835,7 @@ class Simulation:
             self._append_event(svc, SimEvent(at, event_type, event_info))
 
     def start_update(self, service_id: str, *, update_time: int | None = None) -> int:
-        """Open a RUNNING update record (also the details' update_time); returns its time."""
+        """Open a RUNNING update record; details' update_time follows the newest record."""
         svc = self._get(service_id)
         at = self.now_ms() if update_time is None else update_time
         if update_time is not None and any(u.update_time == at for u in svc.updates):
