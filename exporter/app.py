@@ -64,7 +64,7 @@ class Exporter:
 
     # -- building -------------------------------------------------------------------------------
 
-    def _session_for(self, config: Config) -> aiohttp.ClientSession:
+    def create_session(self, config: Config) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
             ssl=client_ssl_context(config), limit=max(10, config.polling.max_concurrency * 2)
         )
@@ -118,14 +118,17 @@ class Exporter:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        self._session = self._session_for(self.config)
-        self.poller = Poller(
-            self._plans(self.config, self._session),
-            self._settings(self.config),
-            on_cycle=self.metrics.poll_cycle,
+    def create_poller(self, config: Config, session: aiohttp.ClientSession) -> Poller:
+        """A poller for `config` whose snapshots feed this exporter's exposition (not started)."""
+        poller = Poller(
+            self._plans(config, session), self._settings(config), on_cycle=self.metrics.poll_cycle
         )
-        self.poller.subscribe(self.exposition.update)
+        poller.subscribe(self.exposition.update)
+        return poller
+
+    async def start(self) -> None:
+        self._session = self.create_session(self.config)
+        self.poller = self.create_poller(self.config, self._session)
         self.poller.start()
         log.info(
             "polling started",
@@ -161,7 +164,7 @@ class Exporter:
                 return False, f"invalid configuration:\n{err}"
             assert self.poller is not None
             old_session = self._session
-            session = self._session_for(config)
+            session = self.create_session(config)
             self._session = session
             await self.poller.replace(self._plans(config, session), self._settings(config))
             self.config = config

@@ -21,6 +21,7 @@ from exporter.config import (
     ProjectConfig,
     Secret,
 )
+from exporter.polling.poller import Poller
 from exporter.simulator import DEFAULT_PROJECT_ID
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -78,6 +79,22 @@ async def running_exporter(
         yield f"http://{host}:{port}", exporter
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def manual_poller(config: Config) -> AsyncIterator[tuple[Poller, Exporter]]:
+    """The exporter's real client and poller, not started: the test runs each cycle itself."""
+    exporter = Exporter(config, RunOptions())
+    session = exporter.create_session(config)
+    try:
+        yield exporter.create_poller(config, session), exporter
+    finally:
+        await session.close()
+
+
+def exposed(exporter: Exporter) -> Samples:
+    """What /metrics would serve right now."""
+    return parse_samples(exporter.exposition.body(gzipped=False).decode())
 
 
 async def scrape(url: str, path: str = "/metrics") -> Samples:

@@ -2,7 +2,8 @@
 
 Per watched service and cycle: one details call and one events call (from the newest seen event
 minus the lookback); the update log only on the first poll, when the details' update_time or status
-changed, while the newest update is still RUNNING, or every logs_interval as a safety net.
+changed, every logs_interval as a safety net, and at most once a minute while the newest update
+record is still RUNNING.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ class PollSettings:
     discovery_interval: float = 300.0
     stale_after: float = 300.0
     events_lookback: float = 600.0
+    # While the newest update record is RUNNING its log is re-read at most this often, so a
+    # finished update is counted promptly even when the details do not change with it.
+    running_update_recheck: float = 60.0
     shard: int = 0
     total_shards: int = 1
 
@@ -148,6 +152,10 @@ class Poller:
     @property
     def snapshot(self) -> Snapshot:
         return self._snapshot
+
+    @property
+    def project_ids(self) -> tuple[str, ...]:
+        return tuple(self._plans)
 
     @property
     def ready(self) -> bool:
@@ -313,12 +321,15 @@ class Poller:
         state.mark("events", True, self._clock())
 
     def _logs_due(self, state: ServiceState) -> bool:
-        if not state.logs_polled or state.updates.newest_is_running:
+        if not state.logs_polled:
             return True
         details = state.details
         if details is not None and state.logs_for != (details.update_time, details.status):
             return True
-        return self._monotonic() - state.logs_fetched_at >= self._settings.logs_interval
+        age = self._monotonic() - state.logs_fetched_at
+        if state.updates.newest_is_running:
+            return age >= min(self._settings.running_update_recheck, self._settings.logs_interval)
+        return age >= self._settings.logs_interval
 
     async def _poll_logs(self, source: ServiceSource, state: ServiceState) -> None:
         details = state.details
