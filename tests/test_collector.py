@@ -147,7 +147,7 @@ def test_missing_parts_are_not_exported() -> None:
 
 
 def test_unchanged_service_objects_are_not_rerendered(monkeypatch: object) -> None:
-    import exporter.metrics.collector as collector
+    from exporter.metrics import collector
 
     calls = []
     original = collector.render_service
@@ -156,14 +156,14 @@ def test_unchanged_service_objects_are_not_rerendered(monkeypatch: object) -> No
         calls.append(svc.service_id)
         return original(svc)
 
-    setattr(collector, "render_service", counting)
+    collector.render_service = counting
     try:
         renderer = ServiceRenderer()
         a, b = service(), service(service_id="s2")
         first = renderer.render(Snapshot(services=(a, b)))
         second = renderer.render(Snapshot(services=(a, service(service_id="s2"))))
     finally:
-        setattr(collector, "render_service", original)
+        collector.render_service = original
     assert calls == ["s1", "s2", "s2"]
     assert first == second
 
