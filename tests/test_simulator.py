@@ -512,6 +512,27 @@ async def test_iam_scope_by_project_name(client: TestClient[Any, Any], secured: 
     ).status == 200
 
 
+async def test_domain_scoped_token_is_refused_by_modelarts(
+    client: TestClient[Any, Any], secured: Simulation
+) -> None:
+    body = password_body()
+    body["auth"]["scope"] = {"domain": {"name": "acme"}}
+    response = await client.post("/v3/auth/tokens", json=body)
+    assert response.status == 201
+    assert "project" not in (await response.json())["token"]
+    refused = await client.get(BASE, headers={"X-Auth-Token": response.headers["X-Subject-Token"]})
+    assert (refused.status, (await refused.json())["error_code"]) == (401, "ModelArts.0207")
+
+
+async def test_faults_can_target_the_token_endpoint(
+    client: TestClient[Any, Any], secured: Simulation
+) -> None:
+    secured.faults.rate_429 = 1.0
+    secured.faults.endpoints = frozenset({"token"})
+    assert (await client.post("/v3/auth/tokens", json=password_body())).status == 429
+    assert (await client.get(BASE)).status == 401  # ModelArts endpoints untouched
+
+
 async def test_iam_rejects_wrong_password_and_bad_bodies(
     client: TestClient[Any, Any], secured: Simulation
 ) -> None:
@@ -581,6 +602,7 @@ def signed_get(
     secret_key: str = SK,
     access_key: str = AK,
     at: float = T0,
+    project_header: str = DEFAULT_PROJECT_ID,
 ) -> tuple[yarl.URL, dict[str, str]]:
     assert client.port is not None
     signed = sign_request(
@@ -588,7 +610,7 @@ def signed_get(
         host=f"{client.host}:{client.port}",
         path=path,
         query=query,
-        headers={"Content-Type": "application/json", "X-Project-Id": DEFAULT_PROJECT_ID},
+        headers={"Content-Type": "application/json", "X-Project-Id": project_header},
         body=None,
         access_key=access_key,
         secret_key=secret_key,
@@ -637,6 +659,9 @@ async def test_aksk_signature_verification(
         assert (response.status, (await response.json())["error_code"]) == (401, "APIGW.0303")
     assert secured.stats.signature_verified == 2
     assert secured.stats.auth_failures == 4
+    url, headers = signed_get(client, BASE, [], project_header=OTHER_PROJECT)
+    async with client.session.get(url, headers=headers) as response:
+        assert (response.status, (await response.json())["error_code"]) == (403, "ModelArts.0210")
 
 
 # ----- faults -------------------------------------------------------------------------------
@@ -855,6 +880,22 @@ def test_dynamic_updates_produce_logs_and_events() -> None:
         details = sim.details_json(sid)
         assert details["update_time"] == max(u.update_time for u in sim.updates_of(sid))
         assert sum(item["weight"] for item in details["config"]) == 100
+
+
+def test_happening_interval_sets_the_pace() -> None:
+    calm_clock, busy_clock = FakeClock(), FakeClock()
+    calm = Simulation(seed=4, services=5, clock=calm_clock, happening_interval=1e9)
+    busy = Simulation(seed=4, services=5, clock=busy_clock, happening_interval=10.0)
+    running = [sid for sid, svc in calm.services.items() if svc.status == "running"]
+    assert running
+    calm_before = {sid: (len(calm.events_of(sid)), len(calm.updates_of(sid))) for sid in running}
+    busy_before = sum(len(busy.events_of(sid)) for sid in running)
+    calm_clock.advance(900)
+    busy_clock.advance(900)
+    for sid in running:
+        assert calm.details_json(sid)["status"] == "running"
+        assert (len(calm.events_of(sid)), len(calm.updates_of(sid))) == calm_before[sid]
+    assert sum(len(busy.events_of(sid)) for sid in running) > busy_before
 
 
 def test_large_fleet_builds_quickly() -> None:

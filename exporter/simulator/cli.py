@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--events-per-service", type=int, default=20)
     add("--token-ttl", type=_positive, default=86400.0, metavar="SECONDS")
     add("--static", action="store_true", help="no evolution over time (frozen fleet)")
+    add(
+        "--happening-interval",
+        type=_positive,
+        default=75.0,
+        metavar="SECONDS",
+        help="mean time between random happenings of one service (default 75)",
+    )
     add("--require-auth", action="store_true", help="refuse requests without valid credentials")
     add(
         "--iam-user",
@@ -116,6 +123,7 @@ def build_simulation(args: argparse.Namespace) -> Simulation:
         max_page_size=args.max_page_size,
         token_ttl=args.token_ttl,
         dynamic=not args.static,
+        happening_interval=args.happening_interval,
     )
     sim.require_auth = args.require_auth
     sim.string_numbers = args.strings

@@ -82,8 +82,6 @@ _SECOND = 1000
 _MINUTE = 60 * _SECOND
 _HOUR = 60 * _MINUTE
 _DAY = 24 * _HOUR
-# Mean time between random happenings of one service: a 5-service demo sees one every ~15 s.
-_HAPPENING_MEAN_MS = 75 * _SECOND
 # A clock jump longer than this many due actions fast-forwards instead of replaying them all.
 _MAX_ACTIONS_PER_READ = 10_000
 
@@ -271,6 +269,7 @@ class Simulation:
         max_page_size: int = 1000,
         token_ttl: float = 86400.0,
         dynamic: bool = True,
+        happening_interval: float = 75.0,
     ) -> None:
         if not project_ids:
             raise ValueError("at least one project id is needed")
@@ -279,6 +278,9 @@ class Simulation:
         self.dynamic = dynamic
         self.max_page_size = max_page_size
         self.token_ttl = token_ttl
+        # Mean seconds between random happenings of one service: at 75 s a 5-service demo
+        # sees something (an update, a health-check failure, a traffic change) every ~15 s.
+        self._happening_mean_ms = max(happening_interval, 0.001) * 1000
         self.string_numbers = False
         self.require_auth = False
         self.faults = Faults(seed=seed)
@@ -558,7 +560,7 @@ class Simulation:
         svc.agenda_seq += 1
 
     def _schedule_happening(self, svc: SimService, after: int) -> None:
-        delay = int(svc.rng.expovariate(1.0 / _HAPPENING_MEAN_MS)) + 1
+        delay = int(svc.rng.expovariate(1.0 / self._happening_mean_ms)) + 1
         self._schedule(svc, after + delay, "happen")
 
     def _evolve(self, svc: SimService, now: int) -> None:
@@ -611,16 +613,16 @@ class Simulation:
         if svc.infer_type == "batch":
             return
         if status == "running":
-            if draw < 0.30:
+            if draw < 0.20:
                 self._begin_deploy(svc, at, update=True)
-            elif draw < 0.45:
+            elif draw < 0.30:
                 victim = rng.choice(svc.models) if svc.models else None
                 if victim is not None:
                     text = f"[{victim.label}] health check failed"
                     self._append_event(svc, SimEvent(at, ABNORMAL, text))
                 self._transition(svc, at, "concerning")
                 self._schedule(svc, at + rng.randint(15, 90) * _SECOND, "recover")
-            elif draw < 0.60:
+            elif draw < 0.45:
                 victim = rng.choice(svc.models) if svc.models else None
                 if victim is not None:
                     text = rng.choice(
