@@ -9,6 +9,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 
+SERVER_SKEW_MARGIN = 0.03
+
+
 class RequestLimiter:
     """At most `max_concurrency` requests in flight and at most `max_per_second` request starts
     in any one-second window (bursts included: a plain token bucket would allow a full bucket
@@ -40,8 +43,9 @@ class RequestLimiter:
                 if len(self._starts) < self._per_window:
                     self._starts.append(now)
                     return
-                # A hair past the boundary, so the oldest start is strictly out of the window.
-                await self._sleep(self._starts[0] + self._window - now + 0.002)
+                # Past the boundary by a margin: the server sees a start when the request
+                # arrives, a little after we let it go, and arrival delays vary.
+                await self._sleep(self._starts[0] + self._window - now + SERVER_SKEW_MARGIN)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
