@@ -1250,7 +1250,7 @@ def _overrides(p: Panel) -> list[dict[str, Any]]:
         )
     if p.table.service_link_column:
         url = (
-            f"/d/{SERVICE_DASHBOARD_UID}/?${{__url_time_range}}"
+            f"/d/{SERVICE_DASHBOARD_UID}/modelarts-service-detail?${{__url_time_range}}"
             "&var-datasource=${datasource}&var-job=${job}"
             "&var-project_id=${__data.fields.project_id}"
             "&var-service_id=${__data.fields.service_id}"

@@ -110,7 +110,7 @@ def _records() -> list[dict[str, Any]]:
 
 
 def _dashboard_exprs() -> list[str]:
-    exprs = []
+    exprs: list[str] = []
     for path in DASHBOARD_FILES:
         dashboard = json.loads(path.read_text(encoding="utf-8"))
         for panel in dashboard["panels"]:
