@@ -18,7 +18,7 @@ import json
 import math
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from a checkout without an installed package
     sys.path.insert(0, str(ROOT))
 
-from exporter.metrics.catalogue import KNOWN_STATUSES  # noqa: E402
+from exporter.metrics.catalogue import KNOWN_STATUSES, LAST_UPDATE_RESULTS  # noqa: E402
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboards"
 SCHEMA_VERSION = 39
@@ -156,7 +156,7 @@ class Dashboard:
     description: str
     variables: tuple[Variable, ...]
     rows: tuple[Row, ...]
-    tags: tuple[str, ...] = field(default=("modelarts", "modelarts-exporter"))
+    tags: tuple[str, ...] = ("modelarts", "modelarts-exporter")
 
     @property
     def filename(self) -> str:
@@ -247,15 +247,13 @@ STATUS_CODE_MAPPINGS = (
 )
 STATUS_TEXT_MAPPINGS = tuple(Mapping(s, s, STATUS_COLORS[s]) for s in KNOWN_STATUSES)
 
-UPDATE_RESULTS = (("success", "green"), ("fail", "red"), ("running", "blue"))
-UPDATE_CODE = one_hot_code(
-    "modelarts_service_last_update_result", "result", (r for r, _ in UPDATE_RESULTS)
-)
+UPDATE_COLORS = {"success": "green", "fail": "red", "running": "blue"}
+UPDATE_CODE = one_hot_code("modelarts_service_last_update_result", "result", LAST_UPDATE_RESULTS)
 UPDATE_CODE_MAPPINGS = (
     Mapping("0", "no update yet", "text"),
-    *(Mapping(str(c), r, color) for c, (r, color) in enumerate(UPDATE_RESULTS, start=1)),
+    *(Mapping(str(c), r, UPDATE_COLORS[r]) for c, r in enumerate(LAST_UPDATE_RESULTS, start=1)),
 )
-UPDATE_TEXT_MAPPINGS = tuple(Mapping(r, r, color) for r, color in UPDATE_RESULTS)
+UPDATE_TEXT_MAPPINGS = tuple(Mapping(r, r, UPDATE_COLORS[r]) for r in LAST_UPDATE_RESULTS)
 
 OK_FAILED = (Mapping("1", "ok", "green"), Mapping("0", "failed", "red"))
 TEXT_COLOR = (Threshold(None, "text"),)
