@@ -7,6 +7,8 @@ import shutil
 import subprocess
 from types import MappingProxyType
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.metrics import catalogue as cat
@@ -146,26 +148,36 @@ def test_missing_parts_are_not_exported() -> None:
     }
 
 
-def test_unchanged_service_objects_are_not_rerendered(monkeypatch: object) -> None:
+def test_unchanged_blocks_are_not_rerendered_and_output_matches_a_fresh_render() -> None:
     from exporter.metrics import collector
 
-    calls = []
-    original = collector.render_service
+    calls: list[str] = []
+    original = collector._static_details
 
-    def counting(svc: ServiceSnapshot) -> tuple[str, ...]:
-        calls.append(svc.service_id)
-        return original(svc)
+    def counting(base: str, d: ServiceDetails) -> dict[int, bytes]:
+        calls.append(d.service_id)
+        return original(base, d)
 
-    collector.render_service = counting
+    collector._static_details = counting  # type: ignore[assignment]
     try:
         renderer = ServiceRenderer()
         a, b = service(), service(service_id="s2")
-        first = renderer.render(Snapshot(services=(a, b)))
-        second = renderer.render(Snapshot(services=(a, service(service_id="s2"))))
+        renderer.render(Snapshot(services=(a, b)))
+        # new objects: only counters and collect times changed for s1; s2's status changed
+        a2 = service(
+            details(invocation_times=101.0),
+            collect=MappingProxyType({"details": EndpointState(True, 1_700_000_600.0)}),
+        )
+        b2 = service(details(service_id="s2", status="running"), service_id="s2")
+        cached = renderer.render(Snapshot(services=(a2, b2)))
     finally:
-        collector.render_service = original
-    assert calls == ["s1", "s2", "s2"]
-    assert first == second
+        collector._static_details = original  # type: ignore[assignment]
+    assert calls == ["s1", "s1", "s2"]  # first render: both; second: only s2 (status changed)
+    fresh = ServiceRenderer().render(Snapshot(services=(a2, b2)))
+    assert cached == fresh
+    found = samples(cached)
+    assert value(found, "modelarts_service_invocations_total", service_id="s1") == 101
+    assert value(found, "modelarts_service_status", service_id="s2", status="running") == 1
 
 
 def test_gzip_body_decompresses_to_plain_body() -> None:
@@ -196,3 +208,39 @@ def test_promtool_accepts_the_full_exposition() -> None:
     )
     assert result.returncode == 0, result.stderr.decode() + result.stdout.decode()
     assert result.stdout.strip() == b"" and result.stderr.strip() == b"", result.stderr
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["s1", "s2", "s3"]),
+                st.sampled_from(["running", "failed", "weird"]),
+                st.integers(0, 3),
+                st.booleans(),
+            ),
+            max_size=3,
+            unique_by=lambda t: t[0],
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_cached_render_always_equals_a_fresh_render(
+    rounds: list[list[tuple[str, str, int, bool]]],
+) -> None:
+    renderer = ServiceRenderer()
+    for round_ in rounds:
+        snap = Snapshot(
+            services=tuple(
+                service(
+                    details(service_id=sid, status=status, invocation_times=float(calls)),
+                    service_id=sid,
+                    service_name=f"name-{calls}",
+                    events=EventTotals({("normal", "deploy"): calls}, {}) if has_events else None,
+                )
+                for sid, status, calls, has_events in round_
+            )
+        )
+        assert renderer.render(snap) == ServiceRenderer().render(snap)

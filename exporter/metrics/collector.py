@@ -1,22 +1,35 @@
 """Snapshot -> Prometheus text exposition. Pure: no I/O, no clocks.
 
 The per-service part is written directly in the text format (it is the bulk of the output at
-thousands of services) and cached per ServiceSnapshot object, which the poller only replaces when
-that service changed. The exporter's own process-wide metrics come from a private
-prometheus_client registry and are rendered at every scrape; they are small.
+thousands of services). Each service's lines are built from blocks, and a block is only
+re-rendered when its inputs changed: the status/info/model block rarely changes, the counters
+change every cycle but are a handful of lines. The exporter's own process-wide metrics come from a
+private prometheus_client registry and are rendered at every scrape; they are small.
 """
 
 from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import TypeVar
 
 from exporter.metrics import catalogue as cat
 from exporter.metrics.catalogue import MetricSpec
-from exporter.polling.snapshot import ServiceSnapshot, Snapshot
+from exporter.modelarts.models import ServiceDetails
+from exporter.polling.events import EventTotals, UpdateTotals
+from exporter.polling.snapshot import EndpointState, ServiceSnapshot, Snapshot
 
-Fragment = tuple[str, ...]  # one string per family of FAMILIES, possibly empty
+FAMILIES: tuple[MetricSpec, ...] = (
+    *cat.SERVICE_METRICS,
+    cat.COLLECT_SUCCESS,
+    cat.LAST_SUCCESS_TS,
+)
+_INDEX = {spec.name: i for i, spec in enumerate(FAMILIES)}
+_N = len(FAMILIES)
+
+# family index -> lines (bytes) of one block; a service's output is the union of its blocks
+Block = dict[int, bytes]
 
 
 def _escape(value: str) -> str:
@@ -33,160 +46,251 @@ def _labels(pairs: Sequence[tuple[str, str]]) -> str:
     return ",".join(f'{k}="{_escape(v)}"' for k, v in pairs)
 
 
-FAMILIES: tuple[MetricSpec, ...] = (
-    *cat.SERVICE_METRICS,
-    cat.COLLECT_SUCCESS,
-    cat.LAST_SUCCESS_TS,
-)
-_INDEX = {spec.name: i for i, spec in enumerate(FAMILIES)}
-
-
-def _header(spec: MetricSpec) -> str:
-    return f"# HELP {spec.name} {_escape(spec.help)}\n# TYPE {spec.name} {spec.type}\n"
+def _header(spec: MetricSpec) -> bytes:
+    return f"# HELP {spec.name} {_escape(spec.help)}\n# TYPE {spec.name} {spec.type}\n".encode()
 
 
 _HEADERS = tuple(_header(spec) for spec in FAMILIES)
 
 
-def render_service(svc: ServiceSnapshot) -> Fragment:
-    """The lines of one service for every family, in FAMILIES order."""
-    out: list[list[str]] = [[] for _ in FAMILIES]
-    base = _labels(
+class _Lines:
+    """Collects the lines of one block, grouped by family."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.lines: dict[int, list[str]] = {}
+
+    def add(self, spec: MetricSpec, value: float, extra: Sequence[tuple[str, str]] = ()) -> None:
+        labels = self.base + ("," + _labels(extra) if extra else "")
+        line = f"{spec.name}{{{labels}}} {_num(value)}\n"
+        self.lines.setdefault(_INDEX[spec.name], []).append(line)
+
+    def block(self) -> Block:
+        return {i: "".join(lines).encode() for i, lines in self.lines.items()}
+
+
+def _static_details(base: str, d: ServiceDetails) -> Block:
+    """Lines that change only with status, configuration or identity."""
+    out = _Lines(base)
+    out.add(
+        cat.SERVICE_INFO,
+        1,
         (
-            ("project_id", svc.project_id),
-            ("service_id", svc.service_id),
-            ("service_name", svc.service_name),
+            ("infer_type", d.infer_type),
+            ("workspace_id", d.workspace_id),
+            ("cluster_id", d.cluster_id),
+            ("pool_name", d.pool_name),
+            ("owner", d.owner),
+        ),
+    )
+    for status in cat.KNOWN_STATUSES:
+        out.add(cat.SERVICE_STATUS, 1 if d.status == status else 0, (("status", status),))
+    if d.status and d.status not in cat.KNOWN_STATUSES:
+        out.add(cat.SERVICE_STATUS, 1, (("status", d.status),))
+    seen_models: set[tuple[str, str, str, str]] = set()
+    seen_traffic: set[tuple[str, str, str]] = set()
+    for m in d.models:
+        model = (
+            ("model_id", m.model_id),
+            ("model_name", m.model_name),
+            ("model_version", m.model_version),
         )
+        key = (m.model_id, m.model_name, m.model_version, m.specification)
+        # Duplicate label sets would make Prometheus reject the whole scrape: first one wins.
+        if m.instance_count is not None and key not in seen_models:
+            seen_models.add(key)
+            out.add(
+                cat.MODEL_INSTANCES, m.instance_count, (*model, ("specification", m.specification))
+            )
+        if m.weight is not None and key[:3] not in seen_traffic:
+            seen_traffic.add(key[:3])
+            out.add(cat.MODEL_TRAFFIC, m.weight / 100.0, model)
+    if d.publish_at is not None:
+        out.add(cat.PUBLISHED_TS, d.publish_at / 1000.0)
+    return out.block()
+
+
+def _static_key(d: ServiceDetails) -> Hashable:
+    return (
+        d.infer_type,
+        d.workspace_id,
+        d.cluster_id,
+        d.pool_name,
+        d.owner,
+        d.status,
+        d.models,
+        d.publish_at,
     )
 
-    def add(spec: MetricSpec, value: float, extra: Sequence[tuple[str, str]] = ()) -> None:
-        labels = base + ("," + _labels(extra) if extra else "")
-        out[_INDEX[spec.name]].append(f"{spec.name}{{{labels}}} {_num(value)}\n")
 
-    d = svc.details
-    if d is not None:
-        add(
-            cat.SERVICE_INFO,
-            1,
-            (
-                ("infer_type", d.infer_type),
-                ("workspace_id", d.workspace_id),
-                ("cluster_id", d.cluster_id),
-                ("pool_name", d.pool_name),
-                ("owner", d.owner),
-            ),
+def _dynamic_details(base: str, d: ServiceDetails) -> Block:
+    """Counters and timestamps: a few lines, re-rendered with every new details object."""
+    out = _Lines(base)
+    out.add(cat.SERVICE_PROGRESS, (d.progress or 0.0) / 100.0)
+    if d.invocation_times is not None:
+        out.add(cat.SERVICE_INVOCATIONS, d.invocation_times)
+    if d.failed_times is not None:
+        out.add(cat.SERVICE_FAILURES, d.failed_times)
+    for spec, ms in (
+        (cat.CONFIG_UPDATED_TS, d.update_time),
+        (cat.STATUS_CHANGED_TS, d.transition_at),
+        (cat.AUTO_STOP_TS, d.due_time),
+    ):
+        if ms is not None:
+            out.add(spec, ms / 1000.0)
+    return out.block()
+
+
+def _events(base: str, ev: EventTotals) -> Block:
+    out = _Lines(base)
+    types = list(cat.EVENT_TYPES) + sorted({t for t, _ in ev.counts} - set(cat.EVENT_TYPES))
+    for event_type in types:
+        phases = list(cat.PHASES) + sorted(
+            {p for t, p in ev.counts if t == event_type} - set(cat.PHASES)
         )
-        for status in cat.KNOWN_STATUSES:
-            add(cat.SERVICE_STATUS, 1 if d.status == status else 0, (("status", status),))
-        if d.status and d.status not in cat.KNOWN_STATUSES:
-            add(cat.SERVICE_STATUS, 1, (("status", d.status),))
-        add(cat.SERVICE_PROGRESS, (d.progress or 0.0) / 100.0)
-        if d.invocation_times is not None:
-            add(cat.SERVICE_INVOCATIONS, d.invocation_times)
-        if d.failed_times is not None:
-            add(cat.SERVICE_FAILURES, d.failed_times)
-        seen_models: set[tuple[str, str, str, str]] = set()
-        seen_traffic: set[tuple[str, str, str]] = set()
-        for m in d.models:
-            model = (
-                ("model_id", m.model_id),
-                ("model_name", m.model_name),
-                ("model_version", m.model_version),
+        for phase in phases:
+            out.add(
+                cat.EVENTS,
+                ev.counts.get((event_type, phase), 0),
+                (("event_type", event_type), ("phase", phase)),
             )
-            key = (m.model_id, m.model_name, m.model_version, m.specification)
-            if m.instance_count is not None and key not in seen_models:
-                seen_models.add(key)
-                add(
-                    cat.MODEL_INSTANCES,
-                    m.instance_count,
-                    (*model, ("specification", m.specification)),
-                )
-            if m.weight is not None and key[:3] not in seen_traffic:
-                seen_traffic.add(key[:3])
-                add(cat.MODEL_TRAFFIC, m.weight / 100.0, model)
-        for spec, ms in (
-            (cat.PUBLISHED_TS, d.publish_at),
-            (cat.CONFIG_UPDATED_TS, d.update_time),
-            (cat.STATUS_CHANGED_TS, d.transition_at),
-            (cat.AUTO_STOP_TS, d.due_time),
-        ):
-            if ms is not None:
-                add(spec, ms / 1000.0)
+    for event_type, ms in sorted(ev.last_occur_ms.items()):
+        out.add(cat.LAST_EVENT_TS, ms / 1000.0, (("event_type", event_type),))
+    return out.block()
 
-    ev = svc.events
-    if ev is not None:
-        types = list(cat.EVENT_TYPES) + sorted({t for t, _ in ev.counts} - set(cat.EVENT_TYPES))
-        for event_type in types:
-            phases = list(cat.PHASES) + sorted(
-                {p for t, p in ev.counts if t == event_type} - set(cat.PHASES)
-            )
-            for phase in phases:
-                add(
-                    cat.EVENTS,
-                    ev.counts.get((event_type, phase), 0),
-                    (("event_type", event_type), ("phase", phase)),
-                )
-        for event_type, ms in sorted(ev.last_occur_ms.items()):
-            add(cat.LAST_EVENT_TS, ms / 1000.0, (("event_type", event_type),))
 
-    up = svc.updates
-    if up is not None:
-        for result in cat.UPDATE_RESULTS:
-            add(cat.UPDATES, up.counts.get(result, 0), (("result", result),))
-        if up.newest_time_ms is not None:
-            add(cat.LAST_UPDATE_TS, up.newest_time_ms / 1000.0)
-        for result in cat.LAST_UPDATE_RESULTS:
-            add(
-                cat.LAST_UPDATE_RESULT,
-                1 if up.newest_result == result else 0,
-                (("result", result),),
-            )
+def _updates(base: str, up: UpdateTotals) -> Block:
+    out = _Lines(base)
+    for result in cat.UPDATE_RESULTS:
+        out.add(cat.UPDATES, up.counts.get(result, 0), (("result", result),))
+    if up.newest_time_ms is not None:
+        out.add(cat.LAST_UPDATE_TS, up.newest_time_ms / 1000.0)
+    for result in cat.LAST_UPDATE_RESULTS:
+        out.add(
+            cat.LAST_UPDATE_RESULT, 1 if up.newest_result == result else 0, (("result", result),)
+        )
+    return out.block()
 
+
+def _collect(svc: ServiceSnapshot) -> Block:
     own = _labels((("project_id", svc.project_id), ("service_id", svc.service_id)))
+    success: list[str] = []
+    last: list[str] = []
     for endpoint, state in sorted(svc.collect.items()):
         labels = f'{own},endpoint="{_escape(endpoint)}"'
-        out[_INDEX[cat.COLLECT_SUCCESS.name]].append(
-            f"{cat.COLLECT_SUCCESS.name}{{{labels}}} {1 if state.success else 0}\n"
-        )
+        success.append(f"{cat.COLLECT_SUCCESS.name}{{{labels}}} {1 if state.success else 0}\n")
         if state.last_success is not None:
-            out[_INDEX[cat.LAST_SUCCESS_TS.name]].append(
-                f"{cat.LAST_SUCCESS_TS.name}{{{labels}}} {_num(state.last_success)}\n"
-            )
-    return tuple("".join(lines) for lines in out)
+            last.append(f"{cat.LAST_SUCCESS_TS.name}{{{labels}}} {_num(state.last_success)}\n")
+    return {
+        _INDEX[cat.COLLECT_SUCCESS.name]: "".join(success).encode(),
+        _INDEX[cat.LAST_SUCCESS_TS.name]: "".join(last).encode(),
+    }
+
+
+class _ServiceCache:
+    """What was rendered for one service, block by block, with the inputs it came from."""
+
+    __slots__ = ("base", "base_key", "collect", "dynamic", "events", "static", "updates")
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.base_key: tuple[str, str, str] | None = None
+        self.base = ""
+        self.static: tuple[Hashable, Block] | None = None
+        self.dynamic: tuple[ServiceDetails, Block] | None = None
+        self.events: tuple[EventTotals, Block] | None = None
+        self.updates: tuple[UpdateTotals, Block] | None = None
+        self.collect: tuple[tuple[tuple[str, EndpointState], ...], Block] | None = None
+
+
+K = TypeVar("K")
+
+
+def _cached(entry: tuple[K, Block] | None, key: K, render: Callable[[], Block]) -> tuple[K, Block]:
+    if entry is not None and (entry[0] is key or entry[0] == key):
+        return entry
+    return key, render()
 
 
 class ServiceRenderer:
-    """Renders snapshots, re-rendering only the services whose snapshot object changed."""
+    """Renders snapshots; unchanged blocks of a service are reused from the previous render."""
 
     def __init__(self) -> None:
-        self._cache: dict[int, tuple[ServiceSnapshot, Fragment]] = {}
+        self._cache: dict[tuple[str, str], _ServiceCache] = {}
+
+    def render_service(self, svc: ServiceSnapshot, cache: _ServiceCache) -> list[Block]:
+        base_key = (svc.project_id, svc.service_id, svc.service_name)
+        if cache.base_key != base_key:
+            cache.reset()
+            cache.base_key = base_key
+            cache.base = _labels(
+                (
+                    ("project_id", base_key[0]),
+                    ("service_id", base_key[1]),
+                    ("service_name", base_key[2]),
+                )
+            )
+        base = cache.base
+        blocks: list[Block] = []
+        d = svc.details
+        if d is not None:
+            static = _cached(cache.static, _static_key(d), lambda: _static_details(base, d))
+            dynamic = _cached(cache.dynamic, d, lambda: _dynamic_details(base, d))
+            cache.static, cache.dynamic = static, dynamic
+            blocks += [static[1], dynamic[1]]
+        ev = svc.events
+        if ev is not None:
+            events = _cached(cache.events, ev, lambda: _events(base, ev))
+            cache.events = events
+            blocks.append(events[1])
+        up = svc.updates
+        if up is not None:
+            updates = _cached(cache.updates, up, lambda: _updates(base, up))
+            cache.updates = updates
+            blocks.append(updates[1])
+        collect = _cached(cache.collect, tuple(svc.collect.items()), lambda: _collect(svc))
+        cache.collect = collect
+        blocks.append(collect[1])
+        return blocks
 
     def render(self, snapshot: Snapshot) -> bytes:
-        cache: dict[int, tuple[ServiceSnapshot, Fragment]] = {}
-        fragments: list[Fragment] = []
+        caches: dict[tuple[str, str], _ServiceCache] = {}
+        per_family: list[list[bytes]] = [[] for _ in range(_N)]
         for svc in snapshot.services:
-            hit = self._cache.get(id(svc))
-            fragment = hit[1] if hit is not None and hit[0] is svc else render_service(svc)
-            cache[id(svc)] = (svc, fragment)
-            fragments.append(fragment)
-        self._cache = cache
-        parts: list[str] = []
-        for i, header in enumerate(_HEADERS):
-            body = [f[i] for f in fragments if f[i]]
-            if body:
+            key = (svc.project_id, svc.service_id)
+            cache = self._cache.get(key) or _ServiceCache()
+            caches[key] = cache
+            for block in self.render_service(svc, cache):
+                for i, chunk in block.items():
+                    if chunk:
+                        per_family[i].append(chunk)
+        self._cache = caches  # services that left the snapshot are forgotten
+        parts: list[bytes] = []
+        for header, lines in zip(_HEADERS, per_family, strict=True):
+            if lines:
                 parts.append(header)
-                parts.extend(body)
+                parts.extend(lines)
         watched = cat.WATCHED_SERVICES
         parts.append(_header(watched))
         for project_id, count in sorted(snapshot.watched.items()):
-            parts.append(f'{watched.name}{{project_id="{_escape(project_id)}"}} {count}\n')
-        return "".join(parts).encode()
+            parts.append(f'{watched.name}{{project_id="{_escape(project_id)}"}} {count}\n'.encode())
+        return b"".join(parts)
+
+
+def render_service(svc: ServiceSnapshot) -> bytes:
+    """One service's lines on their own (no headers); for tests and debugging."""
+    blocks = ServiceRenderer().render_service(svc, _ServiceCache())
+    return b"".join(block[i] for i in range(_N) for block in blocks if i in block)
 
 
 class Exposition:
     """The /metrics body: the cached service part of the current snapshot, plus the live
     process-wide part rendered per scrape. The gzip variant compresses the big cached part once
     per snapshot and, per scrape, only the small live part (zlib's compressor state is copied)."""
+
+    GZIP_LEVEL = 6
 
     def __init__(self, live: Callable[[], bytes]) -> None:
         self._live = live
@@ -201,7 +305,7 @@ class Exposition:
         if snapshot is self._snapshot:
             return
         plain = self._renderer.render(snapshot)
-        compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        compressor = zlib.compressobj(self.GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
         prefix = compressor.compress(plain)
         self._snapshot, self._plain = snapshot, plain
         self._gzip_prefix, self._gzip_state = prefix, compressor
@@ -212,10 +316,6 @@ class Exposition:
             return self._plain + live
         state = self._gzip_state
         if state is None:
-            return gzip.compress(self._plain + live, 6)
+            return gzip.compress(self._plain + live, self.GZIP_LEVEL)
         tail = state.copy()
         return self._gzip_prefix + tail.compress(live) + tail.flush()
-
-
-def iter_family_names() -> Iterator[str]:
-    yield from (spec.name for spec in FAMILIES)
