@@ -868,16 +868,15 @@ def _position(name: str, mark: yaml.Mark | None) -> str:
     return f"{name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else name
 
 
-def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate the YAML file at `path`; raises ConfigError listing every problem."""
-    location = Path(path)
+def _read_yaml(path: str | Path, what: str) -> tuple[object, list[str]]:
+    """One YAML document and its duplicate-key problems; unreadable or invalid YAML raises."""
     name = str(path)
     try:
-        text = location.read_bytes().decode("utf-8")
+        text = Path(path).read_bytes().decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"{name}: config file is not UTF-8 text") from None
+        raise ConfigError(f"{name}: {what} is not UTF-8 text") from None
     except OSError as error:
-        raise ConfigError(f"{name}: cannot read config file: {error.strerror or error}") from None
+        raise ConfigError(f"{name}: cannot read {what}: {error.strerror or error}") from None
     loader = _Loader(text)
     try:
         data = loader.get_single_data()
@@ -894,6 +893,23 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
     problems = [
         f"{_position(name, mark)}: duplicate key {_quote(key)}" for mark, key in loader.duplicates
     ]
+    return data, problems
+
+
+def read_yaml(path: str | Path, *, what: str = "config file") -> object:
+    """Read one YAML document (None when empty) for any of the exporter's files, so YAML is
+    parsed in one place with the same secret-safe errors; raises ConfigError."""
+    data, problems = _read_yaml(path, what)
+    if problems:
+        raise ConfigError(problems)
+    return data
+
+
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the YAML file at `path`; raises ConfigError listing every problem."""
+    location = Path(path)
+    name = str(path)
+    data, problems = _read_yaml(location, "config file")
     if data is None:
         raise ConfigError([*problems, f"{name}: config file is empty"])
     try:

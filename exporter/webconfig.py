@@ -5,8 +5,8 @@ configuration), so a file written for node_exporter works here unchanged, with t
 that are reported as config errors rather than silently weakened: inline `cert`/`key` and
 `client_allowed_sans`, and `client_auth_type: RequireAnyClientCert` (see `_CLIENT_AUTH_TYPES`).
 
-The file is parsed with `yaml.safe_load` here rather than in `config.py`: it is a separate file with
-a foreign schema and its own error messages, and only this module reads it.
+The YAML itself is read by `config.read_yaml`, so every file of the exporter is parsed in one
+place with the same secret-safe error messages; the schema is validated here.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from pathlib import Path
 from types import MappingProxyType
 
 import bcrypt
-import yaml
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
+
+from exporter.config import ConfigError, read_yaml
 
 __all__ = [
     "BasicAuthenticator",
@@ -150,14 +151,9 @@ def load_web_config(path: str | Path) -> WebConfig:
     """Read and validate a web config file, reporting every problem at once."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise WebConfigError([f"{path}: cannot read web config file: {_os_reason(exc)}"]) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        # str(exc) quotes the offending line, which could hold a password hash.
-        raise WebConfigError([f"{path}: invalid YAML{_yaml_location(exc)}"]) from None
+        raw = read_yaml(path, what="web config file")
+    except ConfigError as exc:
+        raise WebConfigError(exc.problems) from None
     parser = _Parser(path.absolute().parent)
     config = parser.web_config(raw)
     if config is not None and config.tls is not None:
@@ -406,14 +402,6 @@ def _type_name(value: object) -> str:
 def _quote(text: str) -> str:
     shown = text if len(text) <= 40 else text[:40] + "..."
     return '"' + shown.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _yaml_location(exc: yaml.YAMLError) -> str:
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        mark = exc.problem_mark
-        problem = f": {exc.problem}" if exc.problem else ""
-        return f" at line {mark.line + 1}, column {mark.column + 1}{problem}"
-    return ""
 
 
 def _os_reason(exc: BaseException) -> str:

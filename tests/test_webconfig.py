@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -249,7 +250,7 @@ def test_unreadable_file_and_bad_yaml(tmp_path: Path) -> None:
         f"{tmp_path / 'absent.yml'}: cannot read web config file: No such file or directory",
     )
     (problem,) = problems_of(tmp_path, "basic_auth_users: [\n")
-    assert "invalid YAML at line 2" in problem
+    assert re.search(r":2:\d+: invalid YAML", problem), problem
 
 
 @pytest.mark.parametrize(
@@ -491,7 +492,7 @@ def test_passwords_and_hashes_never_appear_in_errors(tmp_path: Path) -> None:
     assert truncated_hash[7:] not in text
     # A YAML error on the very line of a valid hash must not quote that line.
     problems = problems_of(tmp_path, f'basic_auth_users:\n  alice: "{HASH}" ]\n')
-    assert "invalid YAML at line 2" in problems[0]
+    assert re.search(r":2:\d+: invalid YAML", problems[0]), problems[0]
     assert HASH[7:] not in "\n".join(problems)
 
 
