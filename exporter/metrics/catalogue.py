@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+# The label values of the events metric are defined where events are classified.
+from exporter.polling.events import EVENT_TYPES as EVENT_TYPES  # noqa: PLC0414 (re-export)
+from exporter.polling.events import PHASES as PHASES  # noqa: PLC0414 (re-export)
+
 MetricType = Literal["gauge", "counter", "histogram"]
 
 SERVICE_LABELS = ("project_id", "service_id", "service_name")
@@ -20,16 +24,6 @@ KNOWN_STATUSES = (
     "deleting",
     "pending",
     "waiting",
-)
-EVENT_TYPES = ("normal", "abnormal")
-PHASES = (
-    "image_build",
-    "environment",
-    "scheduling",
-    "image_pull",
-    "model_start",
-    "deploy",
-    "other",
 )
 UPDATE_RESULTS = ("success", "fail")
 LAST_UPDATE_RESULTS = ("success", "fail", "running")
