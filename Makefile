@@ -34,8 +34,8 @@ demo: install
 	$(BIN)/modelarts-exporter --demo --web.listen-address=127.0.0.1:39130
 
 lint: install
-	$(BIN)/ruff check exporter tests
-	$(BIN)/ruff format --check exporter tests
+	$(BIN)/ruff check exporter tests grafana
+	$(BIN)/ruff format --check exporter tests grafana
 
 typecheck: install
 	$(BIN)/mypy exporter
@@ -44,6 +44,9 @@ unit: install tools
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -p no:cacheprovider
 
 test: lint typecheck unit
+
+dashboards: install
+	$(BIN)/python grafana/build.py
 
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
