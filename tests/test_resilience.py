@@ -232,3 +232,19 @@ def test_shard_hash_is_stable() -> None:
     assert in_shard("anything", 0, 1)
     assert parse_samples("") == {}
     assert DEFAULT_PROJECT_ID
+
+
+async def test_an_outage_logs_one_warning_per_cycle(caplog: pytest.LogCaptureFixture) -> None:
+    sim = Simulation(seed=37, services=20, dynamic=False)
+    async with serve(sim) as api_url, manual_poller(sim_config(api_url, retries=0)) as (poller, _):
+        project = poller.project_ids[0]
+        await poller.run_cycle(project)
+        sim.faults.error_rate = 1.0
+        sim.faults.endpoints = frozenset({"details", "events"})
+        caplog.clear()
+        with caplog.at_level("INFO", logger="exporter.poller"):
+            await poller.run_cycle(project)
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert warnings[0].failed_details == 20 and warnings[0].failed_events == 20  # type: ignore[attr-defined]
+    assert warnings[0].example_endpoint in ("details", "events")  # type: ignore[attr-defined]

@@ -146,6 +146,8 @@ class Poller:
         self._snapshot: Snapshot = EMPTY_SNAPSHOT
         self._subscribers: list[Publish] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._cycle_failures: dict[str, Counter[str]] = {}
+        self._cycle_example: dict[str, dict[str, str]] = {}
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -196,6 +198,7 @@ class Poller:
         """One full poll of a project (tests call this directly instead of waiting)."""
         plan = self._plans[project_id]
         started = self._monotonic()
+        self._cycle_failures[project_id] = Counter()
         try:
             await self._maybe_discover(project_id, plan)
             watched = self._watched(project_id, plan)
@@ -204,9 +207,25 @@ class Poller:
             self._gone = {g for g in self._gone if g[0] != project_id or g[1] in watched}
             await asyncio.gather(*(self._poll_service(plan, sid) for sid in watched))
         finally:
+            self._report_failures(project_id)
             self._cycles_done.add(project_id)
             self._on_cycle(project_id, self._monotonic() - started)
             self._publish()
+
+    def _report_failures(self, project_id: str) -> None:
+        failures = self._cycle_failures.pop(project_id, None)
+        example = self._cycle_example.pop(project_id, {})
+        if failures:
+            log.warning(
+                "poll cycle had failures",
+                extra={
+                    "project_id": project_id,
+                    **{f"failed_{endpoint}": n for endpoint, n in sorted(failures.items())},
+                    "example_service_id": example.get("service_id", ""),
+                    "example_endpoint": example.get("endpoint", ""),
+                    "example_error": example.get("error", ""),
+                },
+            )
 
     # -- loop -----------------------------------------------------------------------------------
 
@@ -349,15 +368,19 @@ class Poller:
 
     def _failed(self, state: ServiceState, endpoint: str, err: ModelArtsError) -> None:
         state.mark(endpoint, False, self._clock())
-        log.warning(
-            "poll failed",
-            extra={
-                "project_id": state.project_id,
-                "service_id": state.service_id,
-                "endpoint": endpoint,
-                "error": str(err),
-            },
-        )
+        fields = {
+            "project_id": state.project_id,
+            "service_id": state.service_id,
+            "endpoint": endpoint,
+            "error": str(err),
+        }
+        # One line per failure at debug; the cycle summary at warning keeps an outage of
+        # thousands of services to one line per cycle.
+        log.debug("poll failed", extra=fields)
+        failures = self._cycle_failures.setdefault(state.project_id, Counter())
+        if not failures:
+            self._cycle_example[state.project_id] = fields
+        failures[endpoint] += 1
 
     # -- publishing -----------------------------------------------------------------------------
 
