@@ -225,3 +225,41 @@ async def test_debug_logs_never_contain_secrets(tmp_path: Path, method: str) -> 
         assert secret not in metrics_text
     assert "Authorization" not in logs and "X-Auth-Token" not in logs
     assert proc.returncode == 0
+
+
+async def test_outbound_tls_is_verified_and_ca_file_adds_a_private_ca(tmp_path: Path) -> None:
+    import ssl
+    from dataclasses import replace
+
+    import trustme
+    from aiohttp import web
+
+    from exporter.config import TlsConfig
+    from exporter.simulator import create_app
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    sim = Simulation(seed=22, services=2, dynamic=False)
+    runner = web.AppRunner(create_app(sim), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
+        await site.start()
+        port = runner.addresses[0][1]
+        base = sim_config(f"https://127.0.0.1:{port}", retries=0)
+        async with manual_poller(base) as (poller, exporter):  # system roots only: refused
+            await poller.run_cycle(poller.project_ids[0])
+            samples = parse_samples(exporter.exposition.body(gzipped=False).decode())
+            assert pick(samples, "modelarts_service_info") == []
+            assert pick(
+                samples, "modelarts_exporter_api_requests_total", endpoint="list", code="error"
+            )
+        trusted = replace(base, tls=TlsConfig(ca_file=str(tmp_path / "ca.pem")))
+        async with manual_poller(trusted) as (poller, exporter):
+            await poller.run_cycle(poller.project_ids[0])
+            samples = parse_samples(exporter.exposition.body(gzipped=False).decode())
+            assert len(pick(samples, "modelarts_service_info")) == 2
+    finally:
+        await runner.cleanup()
