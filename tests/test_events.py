@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exporter.modelarts.errors import MalformedResponseError
 from exporter.modelarts.models import Event, UpdateRecord
+from exporter.modelarts.pagination import read_all_consistent
 from exporter.polling.events import EventCursor, UpdateTracker, classify_phase
 
 
@@ -178,3 +181,77 @@ def test_update_counts_equal_final_records(
     expected = Counter({"SUCCESS": "success", "FAIL": "fail"}.get(r) for _, r in records)
     expected.pop(None, None)
     assert dict(tracker.totals().counts) == dict(expected)
+
+
+arrival_st = st.tuples(
+    st.integers(-LOOKBACK, 300),  # occur_time relative to the API's newest event at arrival
+    st.sampled_from(["normal", "abnormal"]),
+    st.sampled_from(["start to deploy service", "health check failed", "x"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    initial=st.lists(arrival_st, max_size=40),
+    polls=st.lists(
+        st.tuples(
+            st.lists(arrival_st, max_size=6),  # arrive before the poll
+            st.lists(st.tuples(st.integers(0, 6), arrival_st), max_size=3),  # before page k
+            st.booleans(),  # the exporter restarts before this poll
+        ),
+        max_size=8,
+    ),
+    page_size=st.one_of(st.integers(1, 12), st.sampled_from([100, 1000])),
+)
+def test_paged_reads_with_arrivals_during_paging_are_exact(
+    initial: list[tuple[int, str, str]],
+    polls: list[tuple[list[tuple[int, str, str]], list[tuple[int, tuple[int, str, str]]], bool]],
+    page_size: int,
+) -> None:
+    api = FakeApi()
+
+    def arrive(shift: int, event_type: str, info: str) -> None:
+        newest = max((e.occur_time for e in api.events), default=1_000_000)
+        api.events.append(Event(newest + shift, event_type, info))
+
+    for item in initial:
+        arrive(*item)
+    cursor = EventCursor(LOOKBACK)
+
+    def read(during: list[tuple[int, tuple[int, str, str]]]) -> list[Event] | None:
+        pending = list(during)
+        fetched = 0
+        start = cursor.query_start()
+
+        async def fetch(offset: int) -> tuple[int, list[Event]]:
+            nonlocal fetched
+            for item in [p for p in pending if p[0] == fetched]:
+                pending.remove(item)
+                arrive(*item[1])
+            fetched += 1
+            rows = api.query(start)  # the server caps the page at page_size
+            return len(rows), rows[offset : offset + page_size]
+
+        try:
+            return asyncio.run(read_all_consistent(fetch, endpoint="events"))
+        except MalformedResponseError:
+            return None  # one failed poll: nothing applied
+        finally:
+            for item in pending:  # arrivals the read did not reach still happen
+                arrive(*item[1])
+
+    for before, during, restart in polls:
+        for item in before:
+            arrive(*item)
+        if restart:
+            cursor = EventCursor(LOOKBACK)
+        rows = read(during)
+        if rows is not None:
+            cursor.apply(rows)
+        counted = totals_by_type(cursor)
+        truth = api.by_type()
+        assert all(counted[t] <= truth[t] for t in counted)  # never over-counted
+    rows = read([])  # a quiet poll: now exactly what the API holds
+    assert rows is not None
+    cursor.apply(rows)
+    assert totals_by_type(cursor) == api.by_type()

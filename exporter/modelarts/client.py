@@ -38,11 +38,10 @@ from exporter.modelarts.models import (
     parse_update_logs,
 )
 from exporter.modelarts.observer import ApiObserver
+from exporter.modelarts.pagination import MAX_PAGES, read_all_consistent
 from exporter.modelarts.signing import canonical_query
 
 MAX_RETRY_AFTER = 120.0
-MAX_PAGES = 10_000
-PAGINATION_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -164,45 +163,23 @@ class ModelArtsClient:
         raise MalformedResponseError("list: pagination did not end", endpoint="list")
 
     async def list_events(self, service_id: str, start_time: int | None) -> list[Event]:
-        """Every event with occur_time >= start_time (all history when None), oldest first.
-
-        Pages are read in ascending order so new events append at the end; if total_count moves
-        while paging (a late event shifted the offsets) the read starts over, so the caller never
-        sees a row twice or misses one."""
-        for _ in range(PAGINATION_ATTEMPTS):
-            events = await self._read_events(service_id, start_time)
-            if events is not None:
-                return events
-        raise MalformedResponseError(
-            "events: the event list kept changing while it was paged", endpoint="events"
-        )
-
-    async def _read_events(self, service_id: str, start_time: int | None) -> list[Event] | None:
-        events: list[Event] = []
-        total: int | None = None
+        """Every event with occur_time >= start_time (all history when None), oldest first;
+        never a row twice or a row missing (see `pagination`)."""
         path = self._path(service_id, "events")
-        for _ in range(MAX_PAGES):
+
+        async def fetch(offset: int) -> tuple[int, tuple[Event, ...]]:
             params: list[tuple[str, object]] = [
                 ("sort_by", "occur_time"),
                 ("order", "asc"),
-                ("offset", len(events)),
+                ("offset", offset),
                 ("limit", self._page_size),
             ]
             if start_time is not None:
                 params.append(("start_time", start_time))
             page = parse_event_page(await self._get("events", path, params))
-            if total is None:
-                total = page.total_count
-            elif page.total_count != total:
-                return None
-            events.extend(page.events)
-            if not page.events or len(events) >= total:
-                break
-        else:
-            raise MalformedResponseError("events: pagination did not end", endpoint="events")
-        if len(events) != total:
-            return None
-        return events
+            return page.total_count, page.events
+
+        return await read_all_consistent(fetch, endpoint="events")
 
     # -- transport ----------------------------------------------------------------------------
 

@@ -1,0 +1,47 @@
+"""Offset pagination that never hands a caller a duplicated or missing row.
+
+The v1 API pages by record offset and reports `total_count`; the server may cap `limit`, so a
+short page does not mean the end. Reading in ascending order puts new rows at the end, but a late
+row (older than rows already read) shifts every offset after it: the same row would be read twice.
+Such a shift always changes `total_count`, so a read whose total moved is thrown away and redone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from exporter.modelarts.errors import MalformedResponseError
+
+T = TypeVar("T")
+
+MAX_PAGES = 10_000
+ATTEMPTS = 3
+
+FetchPage = Callable[[int], Awaitable[tuple[int, Sequence[T]]]]  # offset -> (total_count, rows)
+
+
+async def _read_once(fetch: FetchPage[T], endpoint: str) -> list[T] | None:
+    rows: list[T] = []
+    total: int | None = None
+    for _ in range(MAX_PAGES):
+        page_total, page = await fetch(len(rows))
+        if total is None:
+            total = page_total
+        elif page_total != total:
+            return None
+        rows.extend(page)
+        if not page or len(rows) >= total:
+            return rows if len(rows) == total else None
+    raise MalformedResponseError(f"{endpoint}: pagination did not end", endpoint=endpoint)
+
+
+async def read_all_consistent(fetch: FetchPage[T], *, endpoint: str) -> list[T]:
+    """Every row, from a read during which the listing did not move (retried a few times)."""
+    for _ in range(ATTEMPTS):
+        rows = await _read_once(fetch, endpoint)
+        if rows is not None:
+            return rows
+    raise MalformedResponseError(
+        f"{endpoint}: the list kept changing while it was paged", endpoint=endpoint
+    )
