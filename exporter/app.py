@@ -176,7 +176,7 @@ class Exporter:
 
     def handlers(self) -> WebHandlers:
         return WebHandlers(
-            metrics_body=lambda gz: self.exposition.body(gzipped=gz),
+            metrics_body=lambda gz: self.exposition.chunks(gzipped=gz),
             ready=self.ready,
             reload=self.reload,
             telemetry_path=self.options.telemetry_path,

@@ -4,7 +4,7 @@ check and a reload action."""
 from __future__ import annotations
 
 import html
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -20,7 +20,7 @@ ReloadAction = Callable[[], Awaitable[tuple[bool, str]]]
 
 @dataclass(frozen=True)
 class WebHandlers:
-    metrics_body: Callable[[bool], bytes]  # gzipped? -> body
+    metrics_body: Callable[[bool], Sequence[bytes]]  # gzipped? -> body, in chunks
     ready: Callable[[], bool]
     reload: ReloadAction
     telemetry_path: str = "/metrics"
@@ -42,14 +42,21 @@ def create_web_app(
     app = web.Application(middlewares=list(middlewares), client_max_size=MAX_BODY)
     path = handlers.telemetry_path
 
-    async def metrics(request: web.Request) -> web.Response:
+    async def metrics(request: web.Request) -> web.StreamResponse:
         gz = _wants_gzip(request)
-        resp = web.Response(
-            body=handlers.metrics_body(gz), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        chunks = handlers.metrics_body(gz)
+        # Streamed in chunks: at thousands of services the cached part is tens of megabytes,
+        # and joining it with the live part would copy it at every scrape.
+        resp = web.StreamResponse(
+            headers={"Content-Type": CONTENT_TYPE_LATEST, "Vary": "Accept-Encoding"}
         )
         if gz:
             resp.headers["Content-Encoding"] = "gzip"
-        resp.headers["Vary"] = "Accept-Encoding"
+        resp.content_length = sum(len(c) for c in chunks)
+        await resp.prepare(request)
+        for chunk in chunks:
+            await resp.write(chunk)
+        await resp.write_eof()
         return resp
 
     async def landing(request: web.Request) -> web.Response:

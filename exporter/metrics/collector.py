@@ -310,12 +310,16 @@ class Exposition:
         self._snapshot, self._plain = snapshot, plain
         self._gzip_prefix, self._gzip_state = prefix, compressor
 
-    def body(self, *, gzipped: bool) -> bytes:
+    def chunks(self, *, gzipped: bool) -> tuple[bytes, ...]:
+        """The body as chunks to write one after the other (no copy of the big part)."""
         live = self._live()
         if not gzipped:
-            return self._plain + live
+            return self._plain, live
         state = self._gzip_state
         if state is None:
-            return gzip.compress(self._plain + live, self.GZIP_LEVEL)
+            return (gzip.compress(self._plain + live, self.GZIP_LEVEL),)
         tail = state.copy()
-        return self._gzip_prefix + tail.compress(live) + tail.flush()
+        return self._gzip_prefix, tail.compress(live) + tail.flush()
+
+    def body(self, *, gzipped: bool) -> bytes:
+        return b"".join(self.chunks(gzipped=gzipped))
