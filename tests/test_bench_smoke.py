@@ -1,0 +1,62 @@
+"""The benchmark harness itself works: a tiny fleet, a short interval, the table comes out.
+
+The numbers are not checked (they are meaningless at this size); only that every process
+starts, the measurement window holds whole cycles and the report is written.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(90)
+def test_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
+    argv = [
+        sys.executable,
+        "-m",
+        "bench",
+        "--sizes=20",
+        "--interval=2",
+        "--cycles=1",
+        "--fetches=4",
+        "--scrapers=1",
+        f"--out={tmp_path}",
+        "--no-plot",
+    ]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=75)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    table = (tmp_path / "results.md").read_text()
+    assert "| services | exposition plain / gzip |" in table
+    assert "\n| 20 | " in table
+    assert "### Acceptance at 20 services" in table
+    assert "| services | exposition plain / gzip |" in done.stdout
+
+    data = json.loads((tmp_path / "results.json").read_text())
+    (row,) = data["rows"]
+    assert row["services"] == 20
+    assert row["watched"] == 20
+    assert row["cycles"] == 1
+    assert row["plain_bytes"] > row["gzip_bytes"] > 0
+    assert row["cpu_per_cycle"] > 0
+    assert row["hwm_mib"] >= row["rss_mib"] > 0
+    # Two calls per service per cycle in steady state, and a few update logs at most.
+    assert 2.0 <= row["calls_per_service_cycle"] <= 2.5
+    for kind in ("metrics_plain", "metrics_gzip", "floor_plain", "floor_gzip"):
+        assert len(row[kind]["samples_ms"]) == 4
+
+    if importlib.util.find_spec("matplotlib") is not None:
+        # Only with the bench extra installed; the table above never needs it.
+        from bench import report
+
+        report.plot(data["rows"], tmp_path / "scaling.png")
+        assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
