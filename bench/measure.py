@@ -71,6 +71,15 @@ class Latency:
     def p99(self) -> float:
         return p99(self.samples_ms)
 
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "median_ms": self.median,
+            "p99_ms": self.p99,
+            "samples_ms": self.samples_ms,
+            "busy": self.busy,
+            **self.split(),
+        }
+
     def split(self) -> dict[str, Any]:
         """Median and p99 of the fetches made while a poll cycle ran, and of the others."""
         out: dict[str, Any] = {}
@@ -101,6 +110,10 @@ class SizeResult:
     metrics_gzip: Latency
     floor_plain: Latency
     floor_gzip: Latency
+    # Which static handler was the floor ("file" or "memory"), and both handlers' figures.
+    floor_plain_source: str
+    floor_gzip_source: str
+    floor_variants: dict[str, Latency]
     rss_mib: float
     rss_max_mib: float
     hwm_mib: float
@@ -119,14 +132,8 @@ class SizeResult:
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
         for key in ("metrics_plain", "metrics_gzip", "floor_plain", "floor_gzip"):
-            lat: Latency = getattr(self, key)
-            out[key] = {
-                "median_ms": lat.median,
-                "p99_ms": lat.p99,
-                "samples_ms": lat.samples_ms,
-                "busy": lat.busy,
-                **lat.split(),
-            }
+            out[key] = getattr(self, key).as_json()
+        out["floor_variants"] = {k: v.as_json() for k, v in self.floor_variants.items()}
         return out
 
 
@@ -270,21 +277,23 @@ async def _scraper(
 async def _latency_rounds(
     client: Client, exporter_url: str, floor_url: str, sim_url: str, s: Settings
 ) -> dict[str, Latency]:
-    out = {k: Latency() for k in ("metrics_plain", "floor_plain", "metrics_gzip", "floor_gzip")}
     targets = {
         "metrics_plain": (exporter_url, False),
-        "floor_plain": (floor_url, False),
+        "file_plain": (f"{floor_url}/file", False),
+        "memory_plain": (f"{floor_url}/memory", False),
         "metrics_gzip": (exporter_url, True),
-        "floor_gzip": (floor_url, True),
+        "file_gzip": (f"{floor_url}/file", True),
+        "memory_gzip": (f"{floor_url}/memory", True),
     }
+    out = {k: Latency() for k in targets}
     order = list(targets)
     spacing = s.interval / max(1, s.fetches)
     started = time.monotonic()
     for i in range(s.fetches):
         await asyncio.sleep(max(0.0, started + i * spacing - time.monotonic()))
-        # Alternate who goes first so that neither side always follows a big transfer.
-        keys = order if i % 2 == 0 else [*order[1::-1], *order[:1:-1]]
-        for key in keys:
+        # Rotate who goes first so that no one always follows the same transfer.
+        shift = i % len(order)
+        for key in order[shift:] + order[:shift]:
             url, gz = targets[key]
             before = await _sim_requests(client, sim_url)
             ms, _ = await client.fetch(url, gzip=gz)
@@ -461,19 +470,19 @@ async def run_size(services: int, s: Settings, workdir: Path, log: Callable[[str
         (workdir / "body.txt.gz").write_bytes(gzipped)
         floor = procs.spawn(
             "static server",
-            procs.python_module(
-                "bench.static_server",
-                f"--plain={workdir / 'body.txt'}",
-                f"--gzip={workdir / 'body.txt.gz'}",
-            ),
+            procs.python_module("bench.static_server", f"--file={workdir / 'body.txt'}"),
             workdir / f"static-{services}.log",
         )
         children.append(floor)
-        floor_url = await procs.wait_listening(floor, within=30) + "/metrics"
+        floor_url = await procs.wait_listening(floor, within=30)
         # One untimed fetch each, so both sides start with an open connection.
-        for url in (metrics_url, floor_url):
+        for url in (metrics_url, f"{floor_url}/file", f"{floor_url}/memory"):
             await client.fetch(url, gzip=True)
         latencies = await _latency_rounds(client, metrics_url, floor_url, sim_url, s)
+        floors = {}
+        for kind in ("plain", "gzip"):
+            source = min(("file", "memory"), key=lambda v: latencies[f"{v}_{kind}"].median)
+            floors[kind] = (source, latencies[f"{source}_{kind}"])
         rss_end, hwm = procs.memory_mib(exporter.pid)
         await sampler.stop()
         if exporter.proc.poll() is not None:
@@ -486,8 +495,13 @@ async def run_size(services: int, s: Settings, workdir: Path, log: Callable[[str
             gzip_bytes=len(gzipped),
             metrics_plain=latencies["metrics_plain"],
             metrics_gzip=latencies["metrics_gzip"],
-            floor_plain=latencies["floor_plain"],
-            floor_gzip=latencies["floor_gzip"],
+            floor_plain=floors["plain"][1],
+            floor_gzip=floors["gzip"][1],
+            floor_plain_source=floors["plain"][0],
+            floor_gzip_source=floors["gzip"][0],
+            floor_variants={
+                k: v for k, v in latencies.items() if k.startswith(("file_", "memory_"))
+            },
             rss_mib=statistics.median(rss_window) if rss_window else rss_end,
             rss_max_mib=max((rss for _, rss in sampler.samples), default=rss_end),
             hwm_mib=hwm,

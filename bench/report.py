@@ -48,10 +48,10 @@ def results_table(rows: Sequence[Row]) -> str:
                     f"{r['services']:,}",
                     f"{_size(r['plain_bytes'])} / {_size(r['gzip_bytes'])}",
                     _pair(r, "metrics_plain"),
-                    _pair(r, "floor_plain"),
+                    _pair(r, "floor_plain") + f" ({r['floor_plain_source']})",
                     f"{_ratio(r, 'plain'):.2f}x",
                     _pair(r, "metrics_gzip"),
-                    _pair(r, "floor_gzip"),
+                    _pair(r, "floor_gzip") + f" ({r['floor_gzip_source']})",
                     f"{_ratio(r, 'gzip'):.2f}x",
                     f"{r['rss_mib']:.0f} / {r['hwm_mib']:.0f}",
                     f"{r['cpu_per_cycle']:.2f}",
@@ -190,6 +190,20 @@ def phase_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def floor_table(rows: Sequence[Row]) -> str:
+    head = "| services | kind | static file (sendfile) median / p99 | from memory median / p99 |"
+    lines = [head, "|---:|---|---:|---:|"]
+    for r in rows:
+        v = r["floor_variants"]
+        for kind in ("plain", "gzip"):
+            cells = [
+                f"{v[f'{src}_{kind}']['median_ms']:.1f} / {v[f'{src}_{kind}']['p99_ms']:.1f} ms"
+                for src in ("file", "memory")
+            ]
+            lines.append(f"| {r['services']:,} | {kind} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
 def details_table(rows: Sequence[Row]) -> str:
     head = (
         "| services | watched | first cycle (s) | window (s) | cycles | scrapes in window | "
@@ -244,8 +258,10 @@ def markdown(rows: Sequence[Row], meta: dict[str, Any], plot_name: str | None) -
         "- Latencies: one aiohttp client, keep-alive, body read raw (no decompression), "
         f"{s['fetches']} fetches of each kind spread over one poll interval while polling runs, "
         "exporter and floor alternated. p99 is nearest-rank (below 100 samples: the slowest one).",
-        "- Floor: the same bytes, captured from the exporter in the same run, answered by a "
-        "minimal aiohttp handler in another process. Ratio = exporter median / floor median.",
+        "- Floor: the same bytes, captured from the exporter in the same run, served by "
+        "minimal aiohttp handlers in another process, both as a static file (FileResponse, "
+        "sendfile, the .gz sibling for gzip) and from memory (one write); the faster of the two "
+        "by median is the floor, named in brackets. Ratio = exporter median / floor median.",
         f"- CPU, cycle duration and API calls: a window of exactly {s['cycles']} poll intervals "
         "starting right after a cycle ended (so it holds whole cycles), after the first cycle "
         f"(the full event history) and one more; {s['scrapers']} Prometheus-like scrapers fetch "
@@ -272,6 +288,10 @@ def markdown(rows: Sequence[Row], meta: dict[str, Any], plot_name: str | None) -
         "its tail latency comes from.",
         "",
         phase_table(rows),
+        "",
+        "## Floor handlers",
+        "",
+        floor_table(rows),
         "",
         "## Details",
         "",

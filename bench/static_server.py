@@ -1,8 +1,15 @@
 """The latency floor: the exporter's own /metrics bytes, captured once, served as they are.
 
-A handler as small as aiohttp allows: no rendering, no live part, no compression per request.
-`GET /metrics` answers the gzip file when the request accepts gzip, the plain file otherwise,
-with the same headers the exporter sends. Prints `LISTENING <url>` once it accepts connections.
+Two minimal aiohttp handlers, because neither is fastest at every size and the floor should be
+the best aiohttp can do with those bytes:
+
+- `GET /file`: a static file (`web.FileResponse`, sendfile). With `Accept-Encoding: gzip` it
+  serves the precompressed sibling `<file>.gz` with `Content-Encoding: gzip`, as static file
+  servers do.
+- `GET /memory`: the bytes held in memory, written in one write after the headers.
+
+Neither renders, adds a live part or compresses per request. Prints `LISTENING <url>` once it
+accepts connections.
 """
 
 from __future__ import annotations
@@ -18,24 +25,28 @@ from aiohttp import web
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def build_app(plain: bytes, gzipped: bytes) -> web.Application:
+def build_app(plain_path: Path) -> web.Application:
+    gzip_path = plain_path.with_name(plain_path.name + ".gz")
+    plain, gzipped = plain_path.read_bytes(), gzip_path.read_bytes()
     app = web.Application()
 
-    async def metrics(request: web.Request) -> web.Response:
-        if "gzip" in request.headers.get("Accept-Encoding", ""):
-            return web.Response(
-                body=gzipped,
-                headers={
-                    "Content-Type": CONTENT_TYPE,
-                    "Content-Encoding": "gzip",
-                    "Vary": "Accept-Encoding",
-                },
-            )
-        return web.Response(
-            body=plain, headers={"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
-        )
+    async def from_file(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(plain_path, headers={"Content-Type": CONTENT_TYPE})
 
-    app.router.add_get("/metrics", metrics)
+    async def from_memory(request: web.Request) -> web.StreamResponse:
+        gz = "gzip" in request.headers.get("Accept-Encoding", "")
+        body = gzipped if gz else plain
+        resp = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"})
+        if gz:
+            resp.headers["Content-Encoding"] = "gzip"
+        resp.content_length = len(body)
+        await resp.prepare(request)
+        await resp.write(body)
+        await resp.write_eof()
+        return resp
+
+    app.router.add_get("/file", from_file)
+    app.router.add_get("/memory", from_memory)
     return app
 
 
@@ -58,12 +69,13 @@ async def _serve(app: web.Application, host: str, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.static_server")
-    parser.add_argument("--plain", type=Path, required=True)
-    parser.add_argument("--gzip", type=Path, required=True)
+    parser.add_argument(
+        "--file", type=Path, required=True, help="the plain body; FILE.gz must sit next to it"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
-    app = build_app(args.plain.read_bytes(), args.gzip.read_bytes())
+    app = build_app(args.file.resolve())
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(app, args.host, args.port))
     return 0

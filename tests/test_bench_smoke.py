@@ -53,6 +53,13 @@ def test_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert 2.0 <= row["calls_per_service_cycle"] <= 2.5
     for kind in ("metrics_plain", "metrics_gzip", "floor_plain", "floor_gzip"):
         assert len(row[kind]["samples_ms"]) == 4
+    assert sorted(row["floor_variants"]) == [
+        "file_gzip",
+        "file_plain",
+        "memory_gzip",
+        "memory_plain",
+    ]
+    assert {row["floor_plain_source"], row["floor_gzip_source"]} <= {"file", "memory"}
 
     if importlib.util.find_spec("matplotlib") is not None:
         # Only with the bench extra installed; the table above never needs it.
