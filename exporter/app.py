@@ -19,6 +19,7 @@ from exporter.metrics.own import ExporterMetrics
 from exporter.modelarts.auth import build_auth
 from exporter.modelarts.client import ModelArtsClient, RetryPolicy
 from exporter.modelarts.limits import RequestLimiter
+from exporter.modelarts.proxy import proxy_for
 from exporter.polling.poller import DiscoveryRule, Poller, PollSettings, ProjectPlan
 from exporter.web import WebHandlers, create_web_app
 
@@ -68,8 +69,8 @@ class Exporter:
         connector = aiohttp.TCPConnector(
             ssl=client_ssl_context(config), limit=max(10, config.polling.max_concurrency * 2)
         )
-        # trust_env: HTTP(S)_PROXY / NO_PROXY from the environment are honoured.
-        return aiohttp.ClientSession(connector=connector, trust_env=True)
+        # Proxies come from the environment once per endpoint (modelarts.proxy), not per request.
+        return aiohttp.ClientSession(connector=connector, trust_env=False)
 
     def _plans(self, config: Config, session: aiohttp.ClientSession) -> dict[str, ProjectPlan]:
         p = config.polling
@@ -83,6 +84,7 @@ class Exporter:
             client = ModelArtsClient(
                 session,
                 endpoint=project.endpoint,
+                proxy=proxy_for(project.endpoint),
                 project_id=project.project_id,
                 auth=auth,
                 limiter=limiter,
@@ -112,6 +114,8 @@ class Exporter:
             discovery_interval=p.discovery_interval,
             stale_after=p.stale_after,
             events_lookback=p.events_lookback,
+            # Twice the request cap, so workers waiting in a retry backoff do not idle the budget.
+            workers=max(4, 2 * p.max_concurrency),
             shard=self.options.shard,
             total_shards=self.options.total_shards,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import platform
@@ -201,6 +202,17 @@ def _middlewares(
     return tuple(middlewares), tls
 
 
+def tune_gc() -> None:
+    """Make full garbage collections rare: every cycle allocates (and frees) hundreds of
+    thousands of small objects, and a full pass over the long-lived state, which holds no
+    cycles worth collecting, took hundreds of milliseconds at thousands of services and stalled
+    scrapes. What was allocated at start-up is frozen out of collection altogether."""
+    gc.collect()
+    gc.freeze()
+    gen0, gen1, _ = gc.get_threshold()
+    gc.set_threshold(gen0, gen1, 1000)
+
+
 async def _serve(args: Args, config: Config | None, web_cfg: webconfig.WebConfig | None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -284,6 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.config_check:
         print(f"{args.config_file}: configuration is valid", file=sys.stderr)
         return 0
+    tune_gc()
     try:
         return asyncio.run(_serve(args, config, web_cfg))
     except KeyboardInterrupt:

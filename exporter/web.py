@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from exporter import __version__
+from exporter.metrics.collector import coalesce
 
 CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
 MAX_BODY = 64 * 1024
@@ -54,8 +55,8 @@ def create_web_app(
             resp.headers["Content-Encoding"] = "gzip"
         resp.content_length = sum(len(c) for c in chunks)
         await resp.prepare(request)
-        for chunk in chunks:
-            await resp.write(chunk)
+        for piece in coalesce(chunks):
+            await resp.write(piece)
         await resp.write_eof()
         return resp
 

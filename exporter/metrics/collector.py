@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
 from exporter.metrics import catalogue as cat
@@ -256,6 +256,10 @@ class ServiceRenderer:
         return blocks
 
     def render(self, snapshot: Snapshot) -> bytes:
+        return b"".join(self.render_parts(snapshot))
+
+    def render_parts(self, snapshot: Snapshot) -> list[bytes]:
+        """The exposition as a list of chunks that reference the cached blocks (no copy)."""
         caches: dict[tuple[str, str], _ServiceCache] = {}
         per_family: list[list[bytes]] = [[] for _ in range(_N)]
         for svc in snapshot.services:
@@ -276,7 +280,7 @@ class ServiceRenderer:
         parts.append(_header(watched))
         for project_id, count in sorted(snapshot.watched.items()):
             parts.append(f'{watched.name}{{project_id="{_escape(project_id)}"}} {count}\n'.encode())
-        return b"".join(parts)
+        return parts
 
 
 def render_service(svc: ServiceSnapshot) -> bytes:
@@ -285,18 +289,37 @@ def render_service(svc: ServiceSnapshot) -> bytes:
     return b"".join(block[i] for i in range(_N) for block in blocks if i in block)
 
 
-class Exposition:
-    """The /metrics body: the cached service part of the current snapshot, plus the live
-    process-wide part rendered per scrape. The gzip variant compresses the big cached part once
-    per snapshot and, per scrape, only the small live part (zlib's compressor state is copied)."""
+def coalesce(chunks: Iterable[bytes], size: int = 1 << 20) -> Iterator[bytes]:
+    """Join many small chunks into pieces of about `size` bytes."""
+    batch: list[bytes] = []
+    filled = 0
+    for chunk in chunks:
+        batch.append(chunk)
+        filled += len(chunk)
+        if filled >= size:
+            yield b"".join(batch)
+            batch, filled = [], 0
+    if batch:
+        yield b"".join(batch)
 
-    GZIP_LEVEL = 6
+
+class Exposition:
+    """The /metrics body: the service part of the current snapshot, plus the live process-wide
+    part rendered per scrape.
+
+    The service part is kept as the list of cached blocks it is made of, not joined into one
+    body, so the text is in memory once. Its gzip form is compressed once per snapshot; per
+    scrape only the small live part is compressed, on a copy of the zlib state."""
+
+    # Level 1: the exposition is repetitive text, so it compresses well even at the fastest
+    # level, for half the CPU of the default (measured at 5,000 services: 4.7 vs 4.1 MiB).
+    GZIP_LEVEL = 1
 
     def __init__(self, live: Callable[[], bytes]) -> None:
         self._live = live
         self._renderer = ServiceRenderer()
         self._snapshot: Snapshot | None = None
-        self._plain = b""
+        self._parts: list[bytes] = []
         self._gzip_prefix = b""
         self._gzip_state: zlib._Compress | None = None
 
@@ -304,22 +327,22 @@ class Exposition:
         """Called by the poller for every new snapshot (not on the scrape path)."""
         if snapshot is self._snapshot:
             return
-        plain = self._renderer.render(snapshot)
+        parts = self._renderer.render_parts(snapshot)
         compressor = zlib.compressobj(self.GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-        prefix = compressor.compress(plain)
-        self._snapshot, self._plain = snapshot, plain
+        prefix = b"".join(compressor.compress(piece) for piece in coalesce(parts))
+        self._snapshot, self._parts = snapshot, parts
         self._gzip_prefix, self._gzip_state = prefix, compressor
 
-    def chunks(self, *, gzipped: bool) -> tuple[bytes, ...]:
-        """The body as chunks to write one after the other (no copy of the big part)."""
+    def chunks(self, *, gzipped: bool) -> list[bytes]:
+        """The body as chunks to write one after the other."""
         live = self._live()
         if not gzipped:
-            return self._plain, live
+            return [*self._parts, live]
         state = self._gzip_state
         if state is None:
-            return (gzip.compress(self._plain + live, self.GZIP_LEVEL),)
+            return [gzip.compress(b"".join(self._parts) + live, self.GZIP_LEVEL)]
         tail = state.copy()
-        return self._gzip_prefix, tail.compress(live) + tail.flush()
+        return [self._gzip_prefix, tail.compress(live) + tail.flush()]
 
     def body(self, *, gzipped: bool) -> bytes:
         return b"".join(self.chunks(gzipped=gzipped))

@@ -19,6 +19,7 @@ import aiohttp
 from exporter.config import AuthConfig, ProjectConfig, Secret, iam_endpoint_for
 from exporter.modelarts.errors import CredentialsError, TransportError
 from exporter.modelarts.observer import ApiObserver
+from exporter.modelarts.proxy import proxy_for
 from exporter.modelarts.signing import sign_request
 
 JSON_CONTENT_TYPE = "application/json"
@@ -140,6 +141,7 @@ class IamPasswordAuth:
     ) -> None:
         self._session = session
         self._url = iam_endpoint.rstrip("/") + "/v3/auth/tokens?nocatalog=true"
+        self._proxy = proxy_for(self._url)
         self._domain_name = domain_name
         self._user_name = user_name
         self._password = password
@@ -226,6 +228,7 @@ class IamPasswordAuth:
         try:
             async with self._session.post(
                 self._url,
+                proxy=self._proxy,
                 data=self._body(),
                 headers={"Content-Type": "application/json;charset=utf8"},
                 timeout=aiohttp.ClientTimeout(total=self._timeout),

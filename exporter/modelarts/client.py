@@ -108,6 +108,7 @@ class ModelArtsClient:
         timeout: float,
         retry: RetryPolicy,
         page_size: int = 1000,
+        proxy: str | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
@@ -122,6 +123,7 @@ class ModelArtsClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._retry = retry
         self._page_size = page_size
+        self._proxy = proxy
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._auth_blocked_until = 0.0
@@ -227,7 +229,9 @@ class ModelArtsClient:
         async with self._limiter.slot():
             started = time.monotonic()
             try:
-                async with self._session.get(url, headers=headers, timeout=self._timeout) as resp:
+                async with self._session.get(
+                    url, headers=headers, timeout=self._timeout, proxy=self._proxy
+                ) as resp:
                     body = await resp.read()
                     status = resp.status
                     retry_after = _retry_after(resp.headers.get("Retry-After"))

@@ -9,6 +9,7 @@ MalformedResponseError so the caller counts one failed poll instead of exporting
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -255,8 +256,10 @@ def parse_event_page(raw: object) -> EventPage:
         events.append(
             Event(
                 occur_time=_int_ms(req_number(entry, "occur_time", at)),
-                event_type=req_str(entry, "event_type", at).strip().lower(),
-                event_info=opt_str(entry, "event_info", at),
+                # Interned: the same few texts recur in every poll of every service, and the
+                # event cursors keep them for the whole lookback window.
+                event_type=sys.intern(req_str(entry, "event_type", at).strip().lower()),
+                event_info=sys.intern(opt_str(entry, "event_info", at)),
             )
         )
     return EventPage(total_count=_total(obj, where), events=tuple(events))

@@ -76,6 +76,7 @@ class PollSettings:
     # While the newest update record is RUNNING its log is re-read at most this often, so a
     # finished update is counted promptly even when the details do not change with it.
     running_update_recheck: float = 60.0
+    workers: int = 16  # services polled at the same time (the client caps requests in flight)
     shard: int = 0
     total_shards: int = 1
 
@@ -202,10 +203,11 @@ class Poller:
         try:
             await self._maybe_discover(project_id, plan)
             watched = self._watched(project_id, plan)
-            for key in [k for k in self._states if k[0] == project_id and k[1] not in watched]:
+            keep = set(watched)
+            for key in [k for k in self._states if k[0] == project_id and k[1] not in keep]:
                 del self._states[key]
-            self._gone = {g for g in self._gone if g[0] != project_id or g[1] in watched}
-            await asyncio.gather(*(self._poll_service(plan, sid) for sid in watched))
+            self._gone = {g for g in self._gone if g[0] != project_id or g[1] in keep}
+            await self._poll_all(plan, watched)
         finally:
             self._report_failures(project_id)
             self._cycles_done.add(project_id)
@@ -226,6 +228,21 @@ class Poller:
                     "example_error": example.get("error", ""),
                 },
             )
+
+    async def _poll_all(self, plan: ProjectPlan, watched: Sequence[str]) -> None:
+        """A fixed pool of workers walks the services: a handful of tasks per cycle instead of
+        several per service, which at thousands of services is most of the event loop's work."""
+        pending = iter(watched)
+
+        async def worker() -> None:
+            for service_id in pending:  # the iterator is shared: each service is taken once
+                try:
+                    await self._poll_service(plan, service_id)
+                except Exception:  # a bug in one service's poll must not stop the others
+                    log.exception("polling a service crashed", extra={"service_id": service_id})
+
+        workers = max(1, min(self._settings.workers, len(watched)))
+        await asyncio.gather(*(worker() for _ in range(workers)))
 
     # -- loop -----------------------------------------------------------------------------------
 
@@ -297,9 +314,10 @@ class Poller:
             state = self._state(project_id, service_id)
             self._take_details(state, details)
         state = self._state(project_id, service_id)
-        details_ok, _ = await asyncio.gather(
-            self._poll_details(plan.source, state), self._poll_events(plan.source, state)
-        )
+        details_ok = await self._poll_details(plan.source, state)
+        if key in self._gone:
+            return
+        await self._poll_events(plan.source, state)
         if key in self._gone:
             return
         if details_ok and self._logs_due(state):
