@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
+import pytest
 import yaml
 
 from exporter.simulator import Simulation, serve
@@ -273,3 +274,32 @@ async def test_exact_across_sigkill_and_restart(tmp_path: Path) -> None:
             except subprocess.TimeoutExpired:
                 second.kill()
                 second.wait()
+
+
+async def test_unchanged_event_windows_are_not_parsed_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import exporter.modelarts.client as client_module
+
+    parsed: list[str] = []
+    original = client_module.parse_event_page
+
+    def counting(raw: object) -> object:
+        parsed.append(raw["service_id"])  # type: ignore[index]
+        return original(raw)
+
+    monkeypatch.setattr(client_module, "parse_event_page", counting)
+    sim = Simulation(seed=17, services=6, dynamic=False)
+    async with serve(sim) as url, manual_poller(sim_config(url)) as (poller, exporter):
+        project = poller.project_ids[0]
+        await poller.run_cycle(project)
+        await poller.run_cycle(project)  # the window after the first read
+        parsed.clear()
+        await poller.run_cycle(project)
+        assert parsed == []  # six identical bodies, none parsed
+        sid = next(iter(sim.services))
+        sim.add_random_events(sid, 2)
+        await poller.run_cycle(project)
+        assert parsed == [sid]
+        assert_exact(exposed(exporter), sim)
+        assert sim.stats.count("events") == 6 * 4  # still one events call per service per cycle

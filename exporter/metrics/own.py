@@ -68,11 +68,22 @@ class ExporterMetrics:
         )
         self._reload_ok = Gauge(_base(cat.CONFIG_RELOAD_OK), cat.CONFIG_RELOAD_OK.help, registry=r)
         self._reload_ok.set(1)
+        self._request_children: dict[tuple[str, str], Counter] = {}
+        self._duration_children: dict[str, Histogram] = {}
 
     # ApiObserver
     def request_done(self, endpoint: str, code: str, seconds: float) -> None:
-        self._requests.labels(endpoint, code).inc()
-        self._duration.labels(endpoint).observe(seconds)
+        # labels() locks and hashes on every call; the children are looked up once.
+        counter = self._request_children.get((endpoint, code))
+        if counter is None:
+            counter = self._request_children[(endpoint, code)] = self._requests.labels(
+                endpoint, code
+            )
+        histogram = self._duration_children.get(endpoint)
+        if histogram is None:
+            histogram = self._duration_children[endpoint] = self._duration.labels(endpoint)
+        counter.inc()
+        histogram.observe(seconds)
 
     def retried(self, endpoint: str) -> None:
         self._retries.labels(endpoint).inc()

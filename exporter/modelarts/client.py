@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import hashlib
 import json
 import random
 import time
@@ -29,6 +30,7 @@ from exporter.modelarts.errors import (
 from exporter.modelarts.limits import RequestLimiter
 from exporter.modelarts.models import (
     Event,
+    EventRead,
     ServiceDetails,
     ServiceSummary,
     UpdateRecord,
@@ -93,6 +95,19 @@ def _error_fields(body: bytes) -> tuple[str, str]:
     return "", ""
 
 
+def _decode(body: bytes, endpoint: str) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise MalformedResponseError(
+            f"{endpoint}: response is not JSON", endpoint=endpoint
+        ) from None
+
+
+class _Unchanged(Exception):
+    pass
+
+
 class ModelArtsClient:
     """One project's view of the ModelArts v1 service API."""
 
@@ -128,15 +143,22 @@ class ModelArtsClient:
         self._rng = rng or random.Random()
         self._auth_blocked_until = 0.0
         self._auth_failures = 0
+        self._paths: dict[tuple[str, ...], str] = {}
 
     def __repr__(self) -> str:
         return f"ModelArtsClient(endpoint={self._endpoint!r}, project_id={self.project_id!r})"
 
     def _path(self, *parts: str) -> str:
-        quoted = "/".join(quote(p, safe="") for p in parts)
-        return f"{self._base_path}/v1/{quote(self.project_id, safe='')}/services" + (
-            f"/{quoted}" if parts else ""
-        )
+        path = self._paths.get(parts)
+        if path is None:
+            quoted = "/".join(quote(p, safe="") for p in parts)
+            path = f"{self._base_path}/v1/{quote(self.project_id, safe='')}/services" + (
+                f"/{quoted}" if parts else ""
+            )
+            if len(self._paths) > 100_000:  # bounded: services come and go over months
+                self._paths.clear()
+            self._paths[parts] = path
+        return path
 
     # -- endpoints ----------------------------------------------------------------------------
 
@@ -164,10 +186,17 @@ class ModelArtsClient:
                 return list(found.values())
         raise MalformedResponseError("list: pagination did not end", endpoint="list")
 
-    async def list_events(self, service_id: str, start_time: int | None) -> list[Event]:
+    async def list_events(
+        self, service_id: str, start_time: int | None, *, previous: bytes | None = None
+    ) -> EventRead:
         """Every event with occur_time >= start_time (all history when None), oldest first;
-        never a row twice or a row missing (see `pagination`)."""
+        never a row twice or a row missing (see `pagination`).
+
+        In steady state the same window of events is read every cycle. When the read is one page
+        whose body is byte-for-byte the one `previous` fingerprints (same query, same rows, same
+        total), nothing can have changed and `events` is None: the body is not even parsed."""
         path = self._path(service_id, "events")
+        single_page: list[bytes] = []
 
         async def fetch(offset: int) -> tuple[int, tuple[Event, ...]]:
             params: list[tuple[str, object]] = [
@@ -178,15 +207,35 @@ class ModelArtsClient:
             ]
             if start_time is not None:
                 params.append(("start_time", start_time))
-            page = parse_event_page(await self._get("events", path, params))
+            body = await self._get_raw("events", path, params)
+            if offset == 0:
+                fingerprint = hashlib.blake2b(
+                    body, digest_size=16, key=str(start_time).encode()
+                ).digest()
+                if previous is not None and fingerprint == previous:
+                    raise _Unchanged
+                single_page[:] = [fingerprint]
+            else:
+                single_page.clear()
+            page = parse_event_page(_decode(body, "events"))
             return page.total_count, page.events
 
-        return await read_all_consistent(fetch, endpoint="events")
+        try:
+            events = await read_all_consistent(fetch, endpoint="events")
+        except _Unchanged:
+            return EventRead(events=None, fingerprint=previous)
+        return EventRead(events=events, fingerprint=single_page[0] if single_page else None)
 
     # -- transport ----------------------------------------------------------------------------
 
     async def _get(self, endpoint: str, path: str, params: Sequence[tuple[str, object]]) -> Any:
         """GET with credentials, budget, retries; returns the decoded JSON body."""
+        return _decode(await self._get_raw(endpoint, path, params), endpoint)
+
+    async def _get_raw(
+        self, endpoint: str, path: str, params: Sequence[tuple[str, object]]
+    ) -> bytes:
+        """GET with credentials, budget, retries; returns the body of a 2xx response."""
         attempt = 0
         refreshed = False
         while True:
@@ -220,7 +269,9 @@ class ModelArtsClient:
                 self._auth_failures = 0
                 return result
 
-    async def _attempt(self, endpoint: str, path: str, params: Sequence[tuple[str, object]]) -> Any:
+    async def _attempt(
+        self, endpoint: str, path: str, params: Sequence[tuple[str, object]]
+    ) -> bytes:
         headers = await self._auth.headers(method="GET", host=self._host, path=path, query=params)
         query = canonical_query(params)
         # encoded=True: send the query byte-for-byte as signed (yarl would re-encode it otherwise).
@@ -249,12 +300,7 @@ class ModelArtsClient:
             if isinstance(failure, AuthError):
                 failure.used_headers = headers
             raise failure
-        try:
-            return json.loads(body)
-        except ValueError:
-            raise MalformedResponseError(
-                f"{endpoint}: response is not JSON", endpoint=endpoint
-            ) from None
+        return body
 
     # -- credentials circuit breaker ------------------------------------------------------------
 

@@ -12,11 +12,9 @@ import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from exporter.modelarts.errors import MalformedResponseError
-
-_MISSING = object()
 
 
 def _fail(where: str, message: str) -> MalformedResponseError:
@@ -37,8 +35,10 @@ def as_list(value: object, where: str) -> list[Any]:
 
 def opt_number(obj: Mapping[str, Any], key: str, where: str) -> float | None:
     """A number sent as a JSON number or a numeric string; None when absent, null or empty."""
-    value = obj.get(key, _MISSING)
-    if value is _MISSING or value is None or value == "":
+    value = obj.get(key)
+    if type(value) is int:  # the common case first: this runs for every field of every poll
+        return float(value)
+    if value is None or value == "":
         return None
     if isinstance(value, bool):
         raise _fail(f"{where}.{key}", "expected a number, got a boolean")
@@ -66,6 +66,8 @@ def req_number(obj: Mapping[str, Any], key: str, where: str) -> float:
 def opt_str(obj: Mapping[str, Any], key: str, where: str) -> str:
     """A string field; numbers are accepted and stringified, absence gives ""."""
     value = obj.get(key)
+    if type(value) is str:
+        return value
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -151,9 +153,11 @@ class ServicePage:
     services: tuple[ServiceSummary, ...]
 
 
-@dataclass(frozen=True)
-class Event:
-    """One service event; identical rows are distinct events, so this is a value, not an id."""
+class Event(NamedTuple):
+    """One service event; identical rows are distinct events, so this is a value, not an id.
+
+    A tuple rather than a dataclass: tens of thousands are built per cycle, and the event
+    cursor uses the row itself as its multiset key."""
 
     occur_time: int
     event_type: str
@@ -164,6 +168,14 @@ class Event:
 class EventPage:
     total_count: int
     events: tuple[Event, ...]
+
+
+@dataclass(frozen=True)
+class EventRead:
+    """A complete events read: the rows, or None when the read is known to be unchanged."""
+
+    events: list[Event] | None
+    fingerprint: bytes | None  # of a complete one-page read; passed back as `previous`
 
 
 @dataclass(frozen=True)
@@ -245,23 +257,38 @@ def parse_service_page(raw: object) -> ServicePage:
     return ServicePage(total_count=_total(obj, where), services=tuple(items))
 
 
+def _event(item: object, at: str) -> Event:
+    entry = as_mapping(item, at)
+    return Event(
+        occur_time=_int_ms(req_number(entry, "occur_time", at)),
+        event_type=req_str(entry, "event_type", at).strip().lower(),
+        event_info=opt_str(entry, "event_info", at),
+    )
+
+
 def parse_event_page(raw: object) -> EventPage:
     """Parse one page of the events API."""
     where = "events"
     obj = as_mapping(raw, where)
     events = []
+    intern = sys.intern
     for i, item in enumerate(as_list(obj.get("events", []), f"{where}.events")):
-        at = f"{where}.events[{i}]"
-        entry = as_mapping(item, at)
-        events.append(
-            Event(
-                occur_time=_int_ms(req_number(entry, "occur_time", at)),
-                # Interned: the same few texts recur in every poll of every service, and the
-                # event cursors keep them for the whole lookback window.
-                event_type=sys.intern(req_str(entry, "event_type", at).strip().lower()),
-                event_info=sys.intern(opt_str(entry, "event_info", at)),
+        # Fast path for the common, well-typed row; anything else takes the tolerant parsers.
+        if type(item) is dict:
+            occur, kind, info = (
+                item.get("occur_time"),
+                item.get("event_type"),
+                item.get("event_info"),
             )
-        )
+            if type(occur) is int and type(kind) is str and kind.strip() and type(info) is str:
+                event = Event(occur, kind.strip().lower(), info)
+            else:
+                event = _event(item, f"{where}.events[{i}]")
+        else:
+            event = _event(item, f"{where}.events[{i}]")
+        # Interned: the same few texts recur in every poll of every service, and the event
+        # cursors keep them for the whole lookback window.
+        events.append(Event(event.occur_time, intern(event.event_type), intern(event.event_info)))
     return EventPage(total_count=_total(obj, where), events=tuple(events))
 
 

@@ -44,7 +44,13 @@ class SignedRequest:
         return f"SignedRequest(headers=[{', '.join(self.headers)}], query={self.query_string!r})"
 
 
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
 def _encode(text: str) -> str:
+    # Most names and values (ids, numbers) need no escaping: skip quote(), the costlier path.
+    if _UNRESERVED.fullmatch(text):
+        return text
     return quote(text, safe="")  # leaves exactly A-Z a-z 0-9 - _ . ~ alone
 
 

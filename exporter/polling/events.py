@@ -49,7 +49,7 @@ def classify_phase(event_info: str) -> str:
     return "other"
 
 
-EventKey = tuple[int, str, str]
+EventKey = Event  # (occur_time, event_type, event_info): the row itself
 
 
 @dataclass(frozen=True)
@@ -84,11 +84,12 @@ class EventCursor:
         """Take one complete read (every event with occur_time >= query_start()); returns how
         many events were newly counted."""
         start = self.query_start()
-        seen: Counter[EventKey] = Counter()
-        for event in events:
-            if start is not None and event.occur_time < start:
-                continue  # outside what was asked for: a misbehaving filter must not recount
-            seen[(event.occur_time, event.event_type, event.event_info)] += 1
+        # Rows older than what was asked for are dropped: a misbehaving filter must not recount.
+        seen: Counter[EventKey] = Counter(
+            events if start is None else (e for e in events if e.occur_time >= start)
+        )
+        if seen == self._window:
+            return 0  # the steady state: the window read again, nothing new
         added = 0
         for key, copies in seen.items():
             new = copies - self._window.get(key, 0)

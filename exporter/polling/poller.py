@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from exporter.modelarts.errors import ModelArtsError, NotFoundError
-from exporter.modelarts.models import Event, ServiceDetails, ServiceSummary, UpdateRecord
+from exporter.modelarts.models import EventRead, ServiceDetails, ServiceSummary, UpdateRecord
 from exporter.polling.events import EventCursor, UpdateTracker
 from exporter.polling.snapshot import EMPTY_SNAPSHOT, EndpointState, ServiceSnapshot, Snapshot
 
@@ -34,7 +34,9 @@ class ServiceSource(Protocol):
 
     async def get_details(self, service_id: str) -> ServiceDetails: ...
 
-    async def list_events(self, service_id: str, start_time: int | None) -> list[Event]: ...
+    async def list_events(
+        self, service_id: str, start_time: int | None, *, previous: bytes | None = None
+    ) -> EventRead: ...
 
     async def get_update_logs(self, service_id: str) -> tuple[UpdateRecord, ...]: ...
 
@@ -100,6 +102,7 @@ class ServiceState:
     details: ServiceDetails | None = None
     cursor: EventCursor = field(init=False)
     events_polled: bool = False
+    events_fingerprint: bytes | None = None  # of the last one-page events read
     updates: UpdateTracker = field(default_factory=UpdateTracker)
     logs_polled: bool = False
     logs_fetched_at: float = 0.0  # monotonic
@@ -349,11 +352,15 @@ class Poller:
 
     async def _poll_events(self, source: ServiceSource, state: ServiceState) -> None:
         try:
-            events = await source.list_events(state.service_id, state.cursor.query_start())
+            read = await source.list_events(
+                state.service_id, state.cursor.query_start(), previous=state.events_fingerprint
+            )
         except ModelArtsError as err:
             self._failed(state, "events", err)
             return
-        state.cursor.apply(events)
+        if read.events is not None:
+            state.cursor.apply(read.events)
+        state.events_fingerprint = read.fingerprint
         state.events_polled = True
         state.mark("events", True, self._clock())
 
