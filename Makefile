@@ -34,8 +34,8 @@ demo: install
 	$(BIN)/modelarts-exporter --demo --web.listen-address=127.0.0.1:39130
 
 lint: install
-	$(BIN)/ruff check exporter tests grafana
-	$(BIN)/ruff format --check exporter tests grafana
+	$(BIN)/ruff check exporter tests grafana bench
+	$(BIN)/ruff format --check exporter tests grafana bench
 
 typecheck: install
 	$(BIN)/mypy exporter
@@ -50,7 +50,7 @@ dashboards: install
 
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench --sizes 100,1000,5000 --publish
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
