@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import subprocess
@@ -203,7 +204,14 @@ async def test_demo_mode_shows_every_details_metric_for_five_services() -> None:
 
         await wait_until(ready, timeout=20, interval=0.2, what="demo ready")
         async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as resp:
-            samples = parse_samples(await resp.text())
+            text = await resp.text()
+        samples = parse_samples(text)
+        promtool = shutil.which("promtool")
+        assert promtool, "promtool (Debian package prometheus) is required: run `make tools`"
+        lint = subprocess.run(
+            [promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60
+        )
+        assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout + lint.stderr
         services = {dict(ls)["service_id"] for (n, ls) in samples if n == "modelarts_service_info"}
         assert len(services) >= 5
         for spec in cat.SERVICE_METRICS[:11]:  # the "Service details" table of SPEC §4
