@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 SERVER_SKEW_MARGIN = 0.03
 
@@ -33,22 +32,49 @@ class RequestLimiter:
         self._clock = clock
         self._sleep = sleep
 
+    def _try_start(self) -> bool:
+        now = self._clock()
+        starts = self._starts
+        while starts and now - starts[0] >= self._window:
+            starts.popleft()
+        if len(starts) < self._per_window:
+            starts.append(now)
+            return True
+        return False
+
     async def _reserve_start(self) -> None:
+        # Fast path with no waiter queued: nothing awaits between the check and the append,
+        # so this is atomic on the event loop, and it costs no lock round trip per request.
+        if not self._lock.locked() and self._try_start():
+            return
         async with self._lock:
-            while True:
-                now = self._clock()
-                while self._starts and now - self._starts[0] >= self._window:
-                    self._starts.popleft()
-                if len(self._starts) < self._per_window:
-                    self._starts.append(now)
-                    return
+            while not self._try_start():
                 # Past the boundary by a margin: the server sees a start when the request
                 # arrives, a little after we let it go, and arrival delays vary.
-                await self._sleep(self._starts[0] + self._window - now + SERVER_SKEW_MARGIN)
+                wait = self._starts[0] + self._window - self._clock() + SERVER_SKEW_MARGIN
+                await self._sleep(wait)
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    def slot(self) -> _Slot:
         """Hold one concurrency slot; the rate reservation is the last step before sending."""
-        async with self._semaphore:
-            await self._reserve_start()
-            yield
+        return _Slot(self)
+
+
+class _Slot:
+    """`async with limiter.slot():` without a generator per request."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: RequestLimiter) -> None:
+        self._limiter = limiter
+
+    async def __aenter__(self) -> None:
+        semaphore = self._limiter._semaphore
+        await semaphore.acquire()
+        try:
+            await self._limiter._reserve_start()
+        except BaseException:
+            semaphore.release()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._limiter._semaphore.release()

@@ -1,0 +1,43 @@
+"""The request limiter, on a fake clock: no window ever sees more starts than allowed."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exporter.modelarts.limits import RequestLimiter
+
+
+@settings(max_examples=50, deadline=None)
+@given(rate=st.sampled_from([0.5, 1.0, 3.0, 10.0]), n=st.integers(1, 40), cap=st.integers(1, 4))
+def test_no_window_sees_more_than_the_rate(rate: float, n: int, cap: int) -> None:
+    now = [0.0]
+    starts: list[float] = []
+    in_flight = [0, 0]  # current, peak
+
+    async def sleep(seconds: float) -> None:
+        now[0] += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+    limiter = RequestLimiter(cap, rate, clock=lambda: now[0], sleep=sleep)
+
+    async def request() -> None:
+        async with limiter.slot():
+            starts.append(now[0])
+            in_flight[0] += 1
+            in_flight[1] = max(in_flight[1], in_flight[0])
+            await asyncio.sleep(0)
+            in_flight[0] -= 1
+
+    async def main() -> None:
+        await asyncio.gather(*(request() for _ in range(n)))
+
+    asyncio.run(main())
+    assert len(starts) == n
+    assert in_flight[1] <= cap
+    allowed = max(1, int(rate))
+    window = allowed / rate
+    for i, t in enumerate(starts):
+        assert sum(1 for u in starts[i:] if u - t < window) <= allowed
