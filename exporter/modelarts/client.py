@@ -144,6 +144,7 @@ class ModelArtsClient:
         self._auth_blocked_until = 0.0
         self._auth_failures = 0
         self._paths: dict[tuple[str, ...], str] = {}
+        self._urls: dict[str, URL] = {}
 
     def __repr__(self) -> str:
         return f"ModelArtsClient(endpoint={self._endpoint!r}, project_id={self.project_id!r})"
@@ -159,6 +160,17 @@ class ModelArtsClient:
                 self._paths.clear()
             self._paths[parts] = path
         return path
+
+    def _plain_url(self, path: str) -> URL:
+        """The URL of a request without query (details, logs), built once per path."""
+        url = self._urls.get(path)
+        if url is None:
+            if len(self._urls) > 100_000:
+                self._urls.clear()
+            url = self._urls[path] = URL(
+                f"{self._endpoint}{path[len(self._base_path) :]}", encoded=True
+            )
+        return url
 
     # -- endpoints ----------------------------------------------------------------------------
 
@@ -273,10 +285,12 @@ class ModelArtsClient:
         self, endpoint: str, path: str, params: Sequence[tuple[str, object]]
     ) -> bytes:
         headers = await self._auth.headers(method="GET", host=self._host, path=path, query=params)
-        query = canonical_query(params)
-        # encoded=True: send the query byte-for-byte as signed (yarl would re-encode it otherwise).
-        relative = path[len(self._base_path) :]
-        url = URL(f"{self._endpoint}{relative}" + (f"?{query}" if query else ""), encoded=True)
+        if params:
+            # encoded=True: send the query byte-for-byte as signed (yarl would re-encode it).
+            relative = path[len(self._base_path) :]
+            url = URL(f"{self._endpoint}{relative}?{canonical_query(params)}", encoded=True)
+        else:
+            url = self._plain_url(path)
         async with self._limiter.slot():
             started = time.monotonic()
             try:
