@@ -69,6 +69,7 @@ class EventCursor:
         self._window: Counter[EventKey] = Counter()
         self._counts: Counter[tuple[str, str]] = Counter()
         self._last: dict[str, int] = {}
+        self._totals: EventTotals | None = None
 
     @property
     def started(self) -> bool:
@@ -100,6 +101,8 @@ class EventCursor:
             if occur > self._last.get(event_type, -1):
                 self._last[event_type] = occur
             added += new
+        if added:
+            self._totals = None
         if seen:
             newest = max(key[0] for key in seen)
             if self._newest is None or newest > self._newest:
@@ -126,7 +129,11 @@ class EventCursor:
         return sum(self._window.values())
 
     def totals(self) -> EventTotals:
-        return EventTotals(counts=dict(self._counts), last_occur_ms=dict(self._last))
+        """An immutable copy, the same object until something new is counted (so the collector
+        recognises an unchanged service by identity)."""
+        if self._totals is None:
+            self._totals = EventTotals(counts=dict(self._counts), last_occur_ms=dict(self._last))
+        return self._totals
 
 
 @dataclass(frozen=True)
@@ -145,6 +152,7 @@ class UpdateTracker:
         self._counted: set[int] = set()
         self._counts: Counter[str] = Counter()
         self._newest: UpdateRecord | None = None
+        self._totals: UpdateTotals | None = None
 
     def apply(self, records: Sequence[UpdateRecord]) -> int:
         """Take the full update log; returns how many records were newly counted."""
@@ -165,8 +173,11 @@ class UpdateTracker:
 
     def totals(self) -> UpdateTotals:
         newest = self._newest
-        return UpdateTotals(
+        totals = UpdateTotals(
             counts=dict(self._counts),
             newest_time_ms=None if newest is None else newest.update_time,
             newest_result=None if newest is None else newest.result.lower(),
         )
+        if totals != self._totals:  # keep the old object when equal: identity means unchanged
+            self._totals = totals
+        return self._totals
