@@ -62,6 +62,7 @@ class Exporter:
         self._session: aiohttp.ClientSession | None = None
         self.poller: Poller | None = None
         self._reload_lock = asyncio.Lock()
+        self._limiters: list[RequestLimiter] = []
 
     # -- building -------------------------------------------------------------------------------
 
@@ -75,6 +76,7 @@ class Exporter:
     def _plans(self, config: Config, session: aiohttp.ClientSession) -> dict[str, ProjectPlan]:
         p = config.polling
         limiter = RequestLimiter(p.max_concurrency, p.max_requests_per_second)
+        self._limiters.append(limiter)
         retry = RetryPolicy(retries=p.retries)
         plans = {}
         for project in config.projects:
@@ -143,9 +145,17 @@ class Exporter:
             },
         )
 
+    def _close_limiters(self, keep: int = 0) -> None:
+        """Close all but the `keep` newest limiters."""
+        old = self._limiters[: len(self._limiters) - keep] if keep else self._limiters
+        for limiter in old:
+            limiter.close()
+        self._limiters = self._limiters[len(old) :]
+
     async def stop(self) -> None:
         if self.poller is not None:
             await self.poller.stop()
+        self._close_limiters()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -171,6 +181,7 @@ class Exporter:
             session = self.create_session(config)
             self._session = session
             await self.poller.replace(self._plans(config, session), self._settings(config))
+            self._close_limiters(keep=1)
             self.config = config
             if old_session is not None:
                 await old_session.close()

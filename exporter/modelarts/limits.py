@@ -28,7 +28,8 @@ class RequestLimiter:
         self._per_window = max(1, int(max_per_second))
         self._window = self._per_window / max_per_second
         self._starts: deque[float] = deque()
-        self._lock = asyncio.Lock()
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._pacer: asyncio.Task[None] | None = None
         self._clock = clock
         self._sleep = sleep
 
@@ -43,16 +44,43 @@ class RequestLimiter:
         return False
 
     async def _reserve_start(self) -> None:
-        # Fast path with no waiter queued: nothing awaits between the check and the append,
-        # so this is atomic on the event loop, and it costs no lock round trip per request.
-        if not self._lock.locked() and self._try_start():
+        # Fast path with nobody queued: nothing awaits between the check and the append, so
+        # this is atomic on the event loop.
+        if not self._waiters and self._try_start():
             return
-        async with self._lock:
-            while not self._try_start():
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        if self._pacer is None or self._pacer.done():
+            self._pacer = asyncio.create_task(self._pace())
+        await waiter
+
+    async def _pace(self) -> None:
+        """Admit queued requests as slots free up, in order, as many at once as are free: the
+        admitted ones all resume in the same event-loop pass instead of one per pass."""
+        waiters = self._waiters
+        while waiters:
+            while waiters and waiters[0].done():  # cancelled while waiting
+                waiters.popleft()
+            while waiters and self._try_start():
+                waiter = waiters.popleft()
+                if waiter.done():
+                    self._starts.pop()  # it was cancelled: give its start back
+                else:
+                    waiter.set_result(None)
+            if waiters:
                 # Past the boundary by a margin: the server sees a start when the request
                 # arrives, a little after we let it go, and arrival delays vary.
-                wait = self._starts[0] + self._window - self._clock() + SERVER_SKEW_MARGIN
-                await self._sleep(wait)
+                await self._sleep(
+                    self._starts[0] + self._window - self._clock() + SERVER_SKEW_MARGIN
+                )
+
+    def close(self) -> None:
+        """Stop admitting queued requests (at shutdown: their tasks are being cancelled)."""
+        if self._pacer is not None:
+            self._pacer.cancel()
+        for waiter in self._waiters:
+            waiter.cancel()
+        self._waiters.clear()
 
     def slot(self) -> _Slot:
         """Hold one concurrency slot; the rate reservation is the last step before sending."""
