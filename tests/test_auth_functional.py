@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import yaml
 from exporter.config import AuthConfig, Secret
 from exporter.simulator import Simulation, serve
 from tests.harness import (
+    free_port,
     manual_poller,
     one,
     parse_samples,
@@ -149,12 +149,6 @@ async def test_aksk_wrong_secret_reported_and_backed_off() -> None:
     assert all(v == 0 for v in pick(samples, "modelarts_exporter_collect_success"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("method", ["password", "aksk", "aksk-wrong", "password-wrong"])
 async def test_debug_logs_never_contain_secrets(tmp_path: Path, method: str) -> None:
     sim = secured_sim(token_ttl=3.0)
@@ -193,7 +187,7 @@ async def test_debug_logs_never_contain_secrets(tmp_path: Path, method: str) -> 
         }
         path = tmp_path / "c.yaml"
         path.write_text(yaml.safe_dump(config))
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen(
             [
                 sys.executable,

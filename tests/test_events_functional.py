@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -18,6 +17,7 @@ from exporter.simulator import Simulation, serve
 from tests.harness import (
     Samples,
     exposed,
+    free_port,
     manual_poller,
     one,
     parse_samples,
@@ -187,12 +187,6 @@ async def test_running_update_is_counted_once_when_it_finishes() -> None:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _scrape(url: str) -> Samples | None:
     try:
         async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as resp:
@@ -231,7 +225,7 @@ async def test_exact_across_sigkill_and_restart(tmp_path: Path) -> None:
         }
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(config))
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         cmd = [
             sys.executable,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from exporter.metrics import catalogue as cat
 from exporter.simulator import Simulation, serve
 from tests.harness import (
     Samples,
+    free_port,
     one,
     parse_samples,
     pick,
@@ -178,14 +178,8 @@ async def test_endpoints_health_ready_landing() -> None:
             assert "modelarts_service_info" in await resp.text()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_demo_mode_shows_every_details_metric_for_five_services() -> None:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "exporter", "--demo", f"--web.listen-address=127.0.0.1:{port}"],
         cwd=ROOT,

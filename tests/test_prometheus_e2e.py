@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+
+from tests.harness import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -101,13 +102,6 @@ def _rule_exprs() -> dict[str, str]:
 # --- processes ---------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -151,7 +145,7 @@ def _log_tail(path: Path) -> str:
 
 @pytest.fixture
 def exporter(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "exporter.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -202,7 +196,7 @@ def prometheus(tmp_path: Path, exporter: str) -> Iterator[Prometheus]:
     }
     config_file = tmp_path / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "prometheus.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

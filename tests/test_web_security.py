@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -20,17 +19,11 @@ import trustme
 import yaml
 
 from exporter.simulator import Simulation, serve
-from tests.harness import Samples, one, parse_samples, pick, wait_until
+from tests.harness import Samples, free_port, one, parse_samples, pick, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "s3cret-scrape-password"
 TIMEOUT = aiohttp.ClientTimeout(total=10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -39,7 +32,7 @@ def basic(user: str, password: str) -> dict[str, str]:
 
 @contextmanager
 def exporter_process(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "exporter", f"--web.listen-address=127.0.0.1:{port}", *args],
         cwd=ROOT,
