@@ -71,7 +71,10 @@ class Exporter:
             ssl=client_ssl_context(config), limit=max(10, config.polling.max_concurrency * 2)
         )
         # Proxies come from the environment once per endpoint (modelarts.proxy), not per request.
-        return aiohttp.ClientSession(connector=connector, trust_env=False)
+        # No cookie jar: the APIs set none we need, and the jar is consulted on every request.
+        return aiohttp.ClientSession(
+            connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar()
+        )
 
     def _plans(self, config: Config, session: aiohttp.ClientSession) -> dict[str, ProjectPlan]:
         p = config.polling
