@@ -109,3 +109,46 @@ def test_port_in_use_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "cannot listen" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_json_logs_and_telemetry_path(tmp_path: Path) -> None:
+    import json
+    import signal
+    import time
+    import urllib.request
+
+    from tests.harness import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "--demo",
+            "--log.format=json",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.telemetry-path=/custom",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        body = b""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and b"modelarts_service_info" not in body:
+            time.sleep(0.2)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/custom", timeout=5) as r:
+                    body = r.read()
+            except OSError:
+                continue
+        assert b"modelarts_service_info" in body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    lines = [json.loads(line) for line in err.decode().splitlines() if line.strip()]
+    assert any(entry["msg"] == "listening" for entry in lines)
+    assert all({"ts", "level", "msg"} <= set(entry) for entry in lines)
