@@ -28,7 +28,6 @@ KNOWN_STATUSES = (
 UPDATE_RESULTS = ("success", "fail")
 LAST_UPDATE_RESULTS = ("success", "fail", "running")
 API_ENDPOINTS = ("list", "details", "events", "logs", "token")
-COLLECT_ENDPOINTS = ("details", "events", "logs")
 
 
 @dataclass(frozen=True)

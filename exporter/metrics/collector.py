@@ -283,12 +283,6 @@ class ServiceRenderer:
         return parts
 
 
-def render_service(svc: ServiceSnapshot) -> bytes:
-    """One service's lines on their own (no headers); for tests and debugging."""
-    blocks = ServiceRenderer().render_service(svc, _ServiceCache())
-    return b"".join(block[i] for i in range(_N) for block in blocks if i in block)
-
-
 def coalesce(chunks: Iterable[bytes], size: int = 1 << 20) -> Iterator[bytes]:
     """Join many small chunks into pieces of about `size` bytes."""
     batch: list[bytes] = []

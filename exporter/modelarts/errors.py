@@ -22,8 +22,6 @@ from types import MappingProxyType
 class ModelArtsError(Exception):
     """Base of every failure talking to ModelArts or IAM."""
 
-    code_label = "error"
-
     def __init__(self, message: str, *, endpoint: str = "") -> None:
         super().__init__(message)
         self.endpoint = endpoint

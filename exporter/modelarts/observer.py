@@ -11,16 +11,3 @@ class ApiObserver(Protocol):
     def retried(self, endpoint: str) -> None: ...
 
     def token_refreshed(self, ok: bool) -> None: ...
-
-
-class NullObserver:
-    """An observer that forgets everything (tests, tools)."""
-
-    def request_done(self, endpoint: str, code: str, seconds: float) -> None:
-        pass
-
-    def retried(self, endpoint: str) -> None:
-        pass
-
-    def token_refreshed(self, ok: bool) -> None:
-        pass

@@ -71,10 +71,6 @@ class EventCursor:
         self._last: dict[str, int] = {}
         self._totals: EventTotals | None = None
 
-    @property
-    def started(self) -> bool:
-        return self._newest is not None
-
     def query_start(self) -> int | None:
         """The start_time (ms, inclusive) of the next read; None means "the whole history"."""
         if self._newest is None:
