@@ -92,7 +92,11 @@ async def test_a_minute_of_faults_then_convergence() -> None:
             stopped = time.monotonic()
 
             async def is_converged() -> bool:
-                return converged(await scrape(url), sim)
+                # Values and the exporter's own collect status: a cycle still in flight when
+                # the faults stopped may match the values yet have failed a request.
+                samples = await scrape(url)
+                ok = pick(samples, "modelarts_exporter_collect_success", endpoint="details")
+                return converged(samples, sim) and bool(ok) and all(v == 1 for v in ok)
 
             await wait_until(is_converged, timeout=4 * interval, interval=0.2, what="convergence")
             assert time.monotonic() - stopped <= 2 * interval
