@@ -1,4 +1,4 @@
-"""Composition root: builds the HTTP session, credentials, clients, poller, metrics and web app,
+"""Composition root: builds the HTTP client, credentials, clients, poller, metrics and web app,
 and owns their lifecycle (aiohttp cleanup_ctx) and configuration reloads."""
 
 from __future__ import annotations
@@ -9,15 +9,16 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from exporter import __version__
 from exporter.config import Config, ConfigError
 from exporter.metrics.collector import Exposition
 from exporter.metrics.own import ExporterMetrics
 from exporter.modelarts.auth import build_auth
 from exporter.modelarts.client import ModelArtsClient, RetryPolicy
+from exporter.modelarts.http import HttpClient
 from exporter.modelarts.limits import RequestLimiter
 from exporter.modelarts.proxy import proxy_for
 from exporter.polling.poller import DiscoveryRule, Poller, PollSettings, ProjectPlan
@@ -59,24 +60,20 @@ class Exporter:
         self._loader = loader
         self.metrics = metrics or ExporterMetrics()
         self.exposition = Exposition(self.metrics.render)
-        self._session: aiohttp.ClientSession | None = None
+        self._http: HttpClient | None = None
         self.poller: Poller | None = None
         self._reload_lock = asyncio.Lock()
         self._limiters: list[RequestLimiter] = []
 
     # -- building -------------------------------------------------------------------------------
 
-    def create_session(self, config: Config) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
-            ssl=client_ssl_context(config), limit=max(10, config.polling.max_concurrency * 2)
-        )
+    def create_http(self, config: Config) -> HttpClient:
         # Proxies come from the environment once per endpoint (modelarts.proxy), not per request.
-        # No cookie jar: the APIs set none we need, and the jar is consulted on every request.
-        return aiohttp.ClientSession(
-            connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar()
+        return HttpClient(
+            client_ssl_context(config), user_agent=f"modelarts-exporter/{__version__}"
         )
 
-    def _plans(self, config: Config, session: aiohttp.ClientSession) -> dict[str, ProjectPlan]:
+    def _plans(self, config: Config, http: HttpClient) -> dict[str, ProjectPlan]:
         p = config.polling
         limiter = RequestLimiter(p.max_concurrency, p.max_requests_per_second)
         self._limiters.append(limiter)
@@ -84,10 +81,10 @@ class Exporter:
         plans = {}
         for project in config.projects:
             auth = build_auth(
-                config.auth, project, session=session, timeout=p.timeout, observer=self.metrics
+                config.auth, project, http=http, timeout=p.timeout, observer=self.metrics
             )
             client = ModelArtsClient(
-                session,
+                http,
                 endpoint=project.endpoint,
                 proxy=proxy_for(project.endpoint),
                 project_id=project.project_id,
@@ -127,17 +124,17 @@ class Exporter:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def create_poller(self, config: Config, session: aiohttp.ClientSession) -> Poller:
+    def create_poller(self, config: Config, http: HttpClient) -> Poller:
         """A poller for `config` whose snapshots feed this exporter's exposition (not started)."""
         poller = Poller(
-            self._plans(config, session), self._settings(config), on_cycle=self.metrics.poll_cycle
+            self._plans(config, http), self._settings(config), on_cycle=self.metrics.poll_cycle
         )
         poller.subscribe(self.exposition.update)
         return poller
 
     async def start(self) -> None:
-        self._session = self.create_session(self.config)
-        self.poller = self.create_poller(self.config, self._session)
+        self._http = self.create_http(self.config)
+        self.poller = self.create_poller(self.config, self._http)
         self.poller.start()
         log.info(
             "polling started",
@@ -159,9 +156,9 @@ class Exporter:
         if self.poller is not None:
             await self.poller.stop()
         self._close_limiters()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     def ready(self) -> bool:
         return self.poller is not None and self.poller.ready
@@ -180,14 +177,14 @@ class Exporter:
                 )
                 return False, f"invalid configuration:\n{err}"
             assert self.poller is not None
-            old_session = self._session
-            session = self.create_session(config)
-            self._session = session
-            await self.poller.replace(self._plans(config, session), self._settings(config))
+            old_http = self._http
+            http = self.create_http(config)
+            self._http = http
+            await self.poller.replace(self._plans(config, http), self._settings(config))
             self._close_limiters(keep=1)
             self.config = config
-            if old_session is not None:
-                await old_session.close()
+            if old_http is not None:
+                await old_http.close()
             self.metrics.reload_result(True)
             log.info("configuration reloaded", extra={"projects": len(config.projects)})
             return True, "configuration reloaded"

@@ -93,11 +93,11 @@ async def running_exporter(
 async def manual_poller(config: Config) -> AsyncIterator[tuple[Poller, Exporter]]:
     """The exporter's real client and poller, not started: the test runs each cycle itself."""
     exporter = Exporter(config, RunOptions())
-    session = exporter.create_session(config)
+    http = exporter.create_http(config)
     try:
-        yield exporter.create_poller(config, session), exporter
+        yield exporter.create_poller(config, http), exporter
     finally:
-        await session.close()
+        await http.close()
 
 
 def exposed(exporter: Exporter) -> Samples:

@@ -44,13 +44,21 @@ def test_prometheus_client_only_in_metrics_web_app() -> None:
     assert all(m.startswith("exporter.metrics.") for m in users_of("prometheus_client"))
 
 
-def test_http_client_only_in_modelarts_and_app() -> None:
-    users = {
-        m
-        for m in modules()
-        if "ClientSession" in (PACKAGE.parent / (m.replace(".", "/") + ".py")).read_text()
+def source_contains(text: str) -> set[str]:
+    return {
+        m for m in modules() if text in (PACKAGE.parent / (m.replace(".", "/") + ".py")).read_text()
     }
-    assert users <= {"exporter.modelarts.client", "exporter.modelarts.auth", "exporter.app"}
+
+
+def test_outbound_http_only_in_modelarts_http() -> None:
+    # One HTTP client for the cloud APIs (exporter.modelarts.http), built in app.
+    assert source_contains("create_connection(") == {"exporter.modelarts.http"}
+    assert source_contains("ClientSession") == set()
+    assert users_of("exporter.modelarts.http") <= {
+        "exporter.modelarts.client",
+        "exporter.modelarts.auth",
+        "exporter.app",
+    }
 
 
 @pytest.mark.parametrize(

@@ -13,11 +13,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
-
-import aiohttp
+from urllib.parse import urlsplit
 
 from exporter.config import AuthConfig, ProjectConfig, Secret, iam_endpoint_for
 from exporter.modelarts.errors import CredentialsError, TransportError
+from exporter.modelarts.http import HttpClient, HttpError, describe, route_for
 from exporter.modelarts.observer import ApiObserver
 from exporter.modelarts.proxy import proxy_for
 from exporter.modelarts.signing import sign_request
@@ -127,7 +127,7 @@ class IamPasswordAuth:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        http: HttpClient,
         *,
         iam_endpoint: str,
         domain_name: str,
@@ -139,9 +139,11 @@ class IamPasswordAuth:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._session = session
-        self._url = iam_endpoint.rstrip("/") + "/v3/auth/tokens?nocatalog=true"
-        self._proxy = proxy_for(self._url)
+        self._http = http
+        url = iam_endpoint.rstrip("/") + "/v3/auth/tokens?nocatalog=true"
+        self._route = route_for(url, proxy_for(url))
+        parts = urlsplit(url)
+        self._target = f"{parts.path}?{parts.query}"
         self._domain_name = domain_name
         self._user_name = user_name
         self._password = password
@@ -226,21 +228,19 @@ class IamPasswordAuth:
     async def _fetch(self) -> IamToken:
         started = time.monotonic()
         try:
-            async with self._session.post(
-                self._url,
-                proxy=self._proxy,
-                data=self._body(),
-                headers={"Content-Type": "application/json;charset=utf8"},
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-            ) as resp:
-                raw = await resp.read()
-                status = resp.status
-                subject = resp.headers.get("X-Subject-Token", "")
-        except (aiohttp.ClientError, TimeoutError) as err:
+            resp = await self._http.request(
+                self._route,
+                "POST",
+                self._target,
+                {"Content-Type": "application/json;charset=utf8"},
+                self._body(),
+                timeout=self._timeout,
+            )
+        except (HttpError, OSError, TimeoutError) as err:
             self._observer.request_done("token", "error", time.monotonic() - started)
-            raise TransportError(
-                f"IAM request failed: {type(err).__name__}", endpoint="token"
-            ) from None
+            raise TransportError(f"IAM request failed: {describe(err)}", endpoint="token") from None
+        status, raw = resp.status, resp.body
+        subject = resp.headers.get("x-subject-token", "")
         self._observer.request_done("token", str(status), time.monotonic() - started)
         if status != 201 or not subject:
             raise CredentialsError(
@@ -259,7 +259,7 @@ def build_auth(
     auth: AuthConfig,
     project: ProjectConfig,
     *,
-    session: aiohttp.ClientSession,
+    http: HttpClient,
     timeout: float,
     observer: ApiObserver,
 ) -> RequestAuth:
@@ -272,7 +272,7 @@ def build_auth(
         return AkSkAuth(project.project_id, auth.access_key, auth.secret_key, auth.security_token)
     assert auth.password is not None
     return IamPasswordAuth(
-        session,
+        http,
         iam_endpoint=auth.iam_endpoint or iam_endpoint_for(project.region),
         domain_name=auth.domain_name or "",
         user_name=auth.user_name or "",

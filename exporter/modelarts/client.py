@@ -14,9 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import aiohttp
-from yarl import URL
-
 from exporter.modelarts.auth import RequestAuth
 from exporter.modelarts.errors import (
     ApiError,
@@ -27,6 +24,7 @@ from exporter.modelarts.errors import (
     TransportError,
     api_error,
 )
+from exporter.modelarts.http import HttpClient, HttpError, describe, route_for
 from exporter.modelarts.limits import RequestLimiter
 from exporter.modelarts.models import (
     Event,
@@ -113,7 +111,7 @@ class ModelArtsClient:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        http: HttpClient,
         *,
         endpoint: str,
         project_id: str,
@@ -127,24 +125,23 @@ class ModelArtsClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
-        self._session = session
+        self._http = http
         self._endpoint = endpoint.rstrip("/")
-        self._host = urlsplit(self._endpoint).netloc
+        self._route = route_for(self._endpoint, proxy)
+        self._host = self._route.host_header
         self._base_path = urlsplit(self._endpoint).path.rstrip("/")
         self.project_id = project_id
         self._auth = auth
         self._limiter = limiter
         self._observer = observer
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = timeout
         self._retry = retry
         self._page_size = page_size
-        self._proxy = proxy
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._auth_blocked_until = 0.0
         self._auth_failures = 0
         self._paths: dict[tuple[str, ...], str] = {}
-        self._urls: dict[str, URL] = {}
 
     def __repr__(self) -> str:
         return f"ModelArtsClient(endpoint={self._endpoint!r}, project_id={self.project_id!r})"
@@ -160,17 +157,6 @@ class ModelArtsClient:
                 self._paths.clear()
             self._paths[parts] = path
         return path
-
-    def _plain_url(self, path: str) -> URL:
-        """The URL of a request without query (details, logs), built once per path."""
-        url = self._urls.get(path)
-        if url is None:
-            if len(self._urls) > 100_000:
-                self._urls.clear()
-            url = self._urls[path] = URL(
-                f"{self._endpoint}{path[len(self._base_path) :]}", encoded=True
-            )
-        return url
 
     # -- endpoints ----------------------------------------------------------------------------
 
@@ -285,26 +271,22 @@ class ModelArtsClient:
         self, endpoint: str, path: str, params: Sequence[tuple[str, object]]
     ) -> bytes:
         headers = await self._auth.headers(method="GET", host=self._host, path=path, query=params)
-        if params:
-            # encoded=True: send the query byte-for-byte as signed (yarl would re-encode it).
-            relative = path[len(self._base_path) :]
-            url = URL(f"{self._endpoint}{relative}?{canonical_query(params)}", encoded=True)
-        else:
-            url = self._plain_url(path)
+        # The query goes out byte-for-byte as it was signed.
+        target = f"{path}?{canonical_query(params)}" if params else path
         async with self._limiter.slot():
             started = time.monotonic()
             try:
-                async with self._session.get(
-                    url, headers=headers, timeout=self._timeout, proxy=self._proxy
-                ) as resp:
-                    body = await resp.read()
-                    status = resp.status
-                    retry_after = _retry_after(resp.headers.get("Retry-After"))
-            except (aiohttp.ClientError, TimeoutError) as err:
+                resp = await self._http.request(
+                    self._route, "GET", target, headers, timeout=self._timeout
+                )
+            except (HttpError, OSError, TimeoutError) as err:
                 self._observer.request_done(endpoint, "error", time.monotonic() - started)
                 raise TransportError(
-                    f"{endpoint} request failed: {type(err).__name__}", endpoint=endpoint
+                    f"{endpoint} request failed: {describe(err)}", endpoint=endpoint
                 ) from None
+        status = resp.status
+        body = resp.body
+        retry_after = _retry_after(resp.headers.get("retry-after")) if status >= 400 else None
         self._observer.request_done(endpoint, str(status), time.monotonic() - started)
         if status >= 400:
             code, message = _error_fields(body)
