@@ -326,9 +326,14 @@ async def test_a_refused_tunnel_is_an_error_with_the_proxy_status() -> None:
             await http.request(route_for("https://127.0.0.1:9", proxy), "GET", "/", {}, timeout=5)
 
 
-def test_only_http_proxies_and_http_urls() -> None:
-    with pytest.raises(ValueError, match="only http:// proxies"):
-        route_for("https://x.example.com", "socks5://127.0.0.1:1080")
+async def test_only_http_proxies_and_http_urls() -> None:
+    route = route_for("https://x.example.com", "socks5://user:secret@127.0.0.1:1080")
+    async with client() as http:
+        with pytest.raises(
+            HttpError, match=r"unsupported proxy socks5://127.0.0.1 \(only http"
+        ) as err:
+            await http.request(route, "GET", "/", {}, timeout=5)
+    assert "secret" not in str(err.value)
     with pytest.raises(ValueError, match="not an http"):
         route_for("ftp://x.example.com")
     route = route_for("https://[::1]:8443/base")
@@ -414,6 +419,13 @@ async def test_connection_close_and_read_until_close_bodies() -> None:
         assert srv.connections == 2  # never reused
 
 
+async def test_repeated_fields_are_joined_in_order() -> None:
+    wire = ok(b"x", "Set-Thing: a", "X-Other: b ", "set-thing: c")
+    async with scripted_with(answering(wire)) as srv, client() as http:
+        resp = await get(http, srv.url)
+    assert resp.headers == {"content-length": "1", "set-thing": "a, c", "x-other": "b"}
+
+
 async def test_interim_responses_are_skipped_and_empty_bodies_end_at_the_head() -> None:
     async with (
         scripted_with(
@@ -438,9 +450,12 @@ async def test_interim_responses_are_skipped_and_empty_bodies_end_at_the_head() 
     [
         (b"HTTP/2 200 OK\r\n\r\n", "malformed status line"),
         (b"HTTP/1.1 2x0 OK\r\n\r\n", "malformed status line"),
+        (b"HTTP/1.1 2000 OK\r\n\r\n", "malformed status line"),
+        (b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n", "malformed header line"),
+        (b"HTTP/1.1 200 OK\r\nX: 1\r\n folded\r\n\r\n", "malformed header line"),
         (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "malformed header line"),
         (
-            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\ncontent-length: 4\r\n\r\nabcd",
             "Content-Length",
         ),
         (b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n", "Content-Length"),

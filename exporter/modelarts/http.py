@@ -14,18 +14,23 @@ contain header values, so credentials cannot leak through them.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 import zlib
 from base64 import b64encode
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
 _MAX_CHUNK_LINE = 4096
+
+# One header field line (after the CRLF that ends the previous line); obsolete line folding and
+# names with spaces do not match, and a head with a line that does not match is refused.
+_FIELD = re.compile(r"\r\n([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([^\r\n]*)")
 
 # How the end of a response body is found.
 _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2
@@ -73,10 +78,13 @@ class Route:
     proxy: tuple[str, int] | None = None
     proxy_auth: str = ""  # a complete "Proxy-Authorization: ...\r\n" line, or ""
     prefix: str = ""  # before the path: the origin, for plain HTTP through a proxy
+    problem: str = ""  # why no request can take this route (every request fails with it)
 
-    @property
-    def key(self) -> tuple[bool, str, int, tuple[str, int] | None]:
-        return (self.tls, self.host, self.port, self.proxy)
+    def __post_init__(self) -> None:
+        # The connection pool's key, looked up twice per request.
+        object.__setattr__(self, "key", (self.tls, self.host, self.port, self.proxy))
+
+    key: tuple[bool, str, int, tuple[str, int] | None] = field(init=False, compare=False)
 
     @property
     def tunnel(self) -> bool:
@@ -95,7 +103,9 @@ def route_for(url: str, proxy: str | None = None) -> Route:
         return Route(tls, parts.hostname, port, host_header)
     p = urlsplit(proxy if "://" in proxy else "http://" + proxy)
     if p.scheme != "http" or not p.hostname:
-        raise ValueError("only http:// proxies are supported")
+        # The proxy comes from the environment: a poll failure that says why, not a crash.
+        problem = f"unsupported proxy {p.scheme}://{p.hostname or ''} (only http:// proxies)"
+        return Route(tls, parts.hostname, port, host_header, problem=problem)
     auth = ""
     if p.username is not None:
         credentials = f"{unquote(p.username)}:{unquote(p.password or '')}".encode()
@@ -185,6 +195,10 @@ class _Connection(asyncio.Protocol):
         self.transport.write(data)
         return waiter
 
+    def expire(self) -> None:
+        self._fail(TimeoutError())
+        self.abort()
+
     def abort(self) -> None:
         self.closed = True
         self.keep_alive = False
@@ -229,20 +243,26 @@ class _Connection(asyncio.Protocol):
             raise HttpError("response body too large")
 
     def _read_head(self, head: bytes) -> None:
-        lines = head.decode("latin-1").split("\r\n")
-        version, _, rest = lines[0].partition(" ")
-        code = rest[:3]
-        if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+        text = head.decode("latin-1")
+        version = text[:8]
+        code = text[9:12]
+        if (
+            not version.startswith("HTTP/1.")
+            or text[8:9] != " "
+            or not code.isdigit()
+            or text[12:13] not in ("", " ", "\r")
+        ):
             raise HttpError("malformed status line")
         status = int(code)
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip():
-                raise HttpError("malformed header line")
-            name = name.lower()
-            value = value.strip()
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        fields = _FIELD.findall(text)
+        if len(fields) != text.count("\r\n"):
+            raise HttpError("malformed header line")
+        headers = {name.lower(): value.rstrip(" \t") for name, value in fields}
+        if len(headers) != len(fields):  # repeated fields: joined, in order
+            headers = {}
+            for name, raw in fields:
+                key, value = name.lower(), raw.rstrip(" \t")
+                headers[key] = f"{headers[key]}, {value}" if key in headers else value
         if 100 <= status < 200:
             return  # interim response (e.g. 100 Continue): the real one follows
         connection = headers.get("connection", "").lower()
@@ -365,18 +385,22 @@ class HttpClient:
         """One exchange, within `timeout` seconds from the first step to the last byte."""
         if self._closed:
             raise HttpError("client is closed")
+        if route.problem:
+            raise HttpError(route.problem)
         head = self._head(route, method, target, headers, body)
-        async with asyncio.timeout(timeout):
-            conn = self._take_idle(route)
-            if conn is not None:
-                try:
-                    return await self._exchange(route, conn, head)
-                except _Closed as err:
-                    # The server closed a kept-alive connection before answering (a race with
-                    # its idle timeout): the request was not processed, so it is sent again.
-                    if err.received:
-                        raise
-            return await self._exchange(route, await self._open(route), head)
+        deadline = asyncio.get_running_loop().time() + timeout
+        conn = self._take_idle(route)
+        if conn is not None:
+            try:
+                return await self._exchange(route, conn, head, deadline)
+            except _Closed as err:
+                # The server closed a kept-alive connection before answering (a race with
+                # its idle timeout): the request was not processed, so it is sent again.
+                if err.received:
+                    raise
+        async with asyncio.timeout_at(deadline):
+            conn = await self._open(route)
+        return await self._exchange(route, conn, head, deadline)
 
     async def close(self) -> None:
         self._closed = True
@@ -426,14 +450,20 @@ class HttpClient:
             return conn
         return None
 
-    async def _exchange(self, route: Route, conn: _Connection, head: bytes) -> Response:
+    async def _exchange(
+        self, route: Route, conn: _Connection, head: bytes, deadline: float
+    ) -> Response:
         self._busy.add(conn)
+        waiter = conn.send(head, no_body=head.startswith(b"HEAD "))
+        # A plain timer rather than asyncio.timeout(): a third of the cost, once per request.
+        timer = asyncio.get_running_loop().call_at(deadline, conn.expire)
         try:
-            response = await conn.send(head, no_body=head.startswith(b"HEAD "))
+            response = await waiter
         except BaseException:
             conn.abort()  # a half-read response (or a timeout) leaves the connection unusable
             raise
         finally:
+            timer.cancel()
             self._busy.discard(conn)
         if conn.keep_alive and not conn.closed and not self._closed:
             conn.idle_since = time.monotonic()
