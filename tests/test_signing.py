@@ -317,3 +317,18 @@ def test_property_canonical_query_ignores_input_order(
 ) -> None:
     original, shuffled = data
     assert canonical_query(list(original)) == canonical_query(list(shuffled))
+
+
+@given(
+    page_size=st.integers(1, 10_000),
+    offset=st.integers(0, 10**9),
+    start_time=st.none() | st.integers(0, 2**53),
+)
+def test_the_events_query_written_out_is_the_canonical_query(
+    page_size: int, offset: int, start_time: int | None
+) -> None:
+    from exporter.modelarts.client import events_query
+
+    params, query = events_query(page_size, offset, start_time)
+    assert query == canonical_query(params)
+    assert dict(params)["offset"] == offset and dict(params).get("start_time") == start_time

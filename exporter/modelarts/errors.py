@@ -1,6 +1,7 @@
 """The one exception tree of the cloud boundary.
 
-Every foreign failure (aiohttp, JSON, HTTP status, IAM) is translated where it enters::
+Every foreign failure (connection, TLS, timeout, JSON, HTTP status, IAM) is translated where it
+enters::
 
     ModelArtsError
     ├── TransportError          no usable HTTP response: connection refused/reset, timeout, TLS

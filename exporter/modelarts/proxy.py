@@ -1,7 +1,5 @@
-"""Outbound proxies from the standard environment variables, resolved once per endpoint.
-
-aiohttp's `trust_env=True` looks the environment (and ~/.netrc) up again for every request,
-in a thread; at thousands of requests per cycle that was the largest CPU cost of a poll."""
+"""Outbound proxies from the standard environment variables, resolved once per endpoint (a
+lookup per request, as aiohttp's `trust_env=True` did, was once the largest CPU cost of a poll)."""
 
 from __future__ import annotations
 
