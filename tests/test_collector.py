@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import shutil
 import subprocess
+import zlib
 from types import MappingProxyType
 
 from hypothesis import given, settings
@@ -244,3 +245,71 @@ def test_cached_render_always_equals_a_fresh_render(
             )
         )
         assert renderer.render(snap) == ServiceRenderer().render(snap)
+
+
+def fleet(n: int, *, calls: int = 100, status: dict[int, str] | None = None) -> Snapshot:
+    status = status or {}
+    return Snapshot(
+        services=tuple(
+            service(
+                details(
+                    service_id=f"s{i}",
+                    invocation_times=float(calls + i),
+                    status=status.get(i, "running"),
+                    due_time=1_800_000_000_000.0 if i % 3 == 0 else None,
+                ),
+                service_id=f"s{i}",
+            )
+            for i in range(n)
+        ),
+        watched=MappingProxyType({"p1": n}),
+    )
+
+
+def single_member(body: bytes) -> bytes:
+    """Decompress as one gzip member (what a strict client does), checking CRC and length."""
+    decoder = zlib.decompressobj(31)
+    out = decoder.decompress(body) + decoder.flush()
+    assert decoder.eof and decoder.unused_data == b""
+    assert gzip.decompress(body) == out  # gzip also checks the CRC-32 and size trailer
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.integers(0, 120),
+            st.integers(0, 5),
+            st.dictionaries(
+                st.integers(0, 119),
+                st.sampled_from(["failed", "stopped", "concerning"]),
+                max_size=5,
+            ),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_gzip_stays_exact_while_runs_are_reused(
+    steps: list[tuple[int, int, dict[int, str]]],
+) -> None:
+    expo = Exposition(lambda: b"live_metric 1\n")
+    for n, calls, status in steps:
+        expo.update(fleet(n, calls=calls, status=status))
+        assert single_member(expo.body(gzipped=True)) == expo.body(gzipped=False)
+
+
+def test_unchanged_runs_are_not_compressed_again() -> None:
+    expo = Exposition(lambda: b"")
+    expo.update(fleet(500))
+    runs = expo._deflate.runs
+    assert expo._deflate.compressed == runs
+    expo.update(fleet(500))  # equal content, new objects
+    assert expo._deflate.compressed == 0
+    expo.update(fleet(500, status={250: "failed"}))  # one service's status changed
+    # Only the runs holding that service's changed lines: a handful, not the whole body.
+    assert 0 < expo._deflate.compressed <= 3
+    plain = expo.body(gzipped=False)
+    assert single_member(expo.body(gzipped=True)) == plain
+    assert b'service_id="s250"' in plain

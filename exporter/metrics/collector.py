@@ -9,7 +9,7 @@ private prometheus_client registry and are rendered at every scrape; they are sm
 
 from __future__ import annotations
 
-import gzip
+import struct
 import zlib
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import TypeVar
@@ -256,12 +256,13 @@ class ServiceRenderer:
         return blocks
 
     def render(self, snapshot: Snapshot) -> bytes:
-        return b"".join(self.render_parts(snapshot))
+        return b"".join(chunk for family in self.render_families(snapshot) for chunk in family)
 
-    def render_parts(self, snapshot: Snapshot) -> list[bytes]:
-        """The exposition as a list of chunks that reference the cached blocks (no copy)."""
+    def render_families(self, snapshot: Snapshot) -> list[list[bytes]]:
+        """The exposition family by family, each a list of chunks (its header, then one chunk
+        per service that has lines in it) that reference the cached blocks (no copy)."""
         caches: dict[tuple[str, str], _ServiceCache] = {}
-        per_family: list[list[bytes]] = [[] for _ in range(_N)]
+        per_family: list[list[bytes]] = [[header] for header in _HEADERS]
         for svc in snapshot.services:
             key = (svc.project_id, svc.service_id)
             cache = self._cache.get(key) or _ServiceCache()
@@ -271,16 +272,18 @@ class ServiceRenderer:
                     if chunk:
                         per_family[i].append(chunk)
         self._cache = caches  # services that left the snapshot are forgotten
-        parts: list[bytes] = []
-        for header, lines in zip(_HEADERS, per_family, strict=True):
-            if lines:
-                parts.append(header)
-                parts.extend(lines)
+        families = [lines for lines in per_family if len(lines) > 1]
         watched = cat.WATCHED_SERVICES
-        parts.append(_header(watched))
-        for project_id, count in sorted(snapshot.watched.items()):
-            parts.append(f'{watched.name}{{project_id="{_escape(project_id)}"}} {count}\n'.encode())
-        return parts
+        families.append(
+            [
+                _header(watched),
+                *(
+                    f'{watched.name}{{project_id="{_escape(project_id)}"}} {count}\n'.encode()
+                    for project_id, count in sorted(snapshot.watched.items())
+                ),
+            ]
+        )
+        return families
 
 
 def coalesce(chunks: Iterable[bytes], size: int = 1 << 20) -> Iterator[bytes]:
@@ -297,16 +300,84 @@ def coalesce(chunks: Iterable[bytes], size: int = 1 << 20) -> Iterator[bytes]:
         yield b"".join(batch)
 
 
+class _DeflateCache:
+    """The service part of the exposition as raw deflate, compressed run by run of `SEGMENT`
+    chunks, each run ended by a full flush so it stands alone: no back-reference crosses it,
+    and it ends on a byte boundary. Runs whose chunks are unchanged since the previous snapshot
+    (the same cached blocks, or equal bytes) are reused instead of compressed again; at
+    thousands of services most of the text is unchanged from one cycle to the next.
+
+    The compressed runs are kept joined in one buffer (served as is); a reused run is copied
+    from the previous buffer. No final block is written: the per-scrape tail ends the stream."""
+
+    SEGMENT = 32
+
+    def __init__(self, level: int) -> None:
+        # One compressor for every run: after a full flush its output depends on nothing before.
+        self._compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+        self._keys: list[list[tuple[bytes, ...]]] = []  # per family, per run: its chunks
+        self._spans: list[list[tuple[int, int]]] = []  # where each run's output is in `data`
+        self.data: bytes = _GZIP_HEADER
+        self.crc = 0
+        self.size = 0
+        self.runs = self.compressed = 0  # of the last update: runs in all, runs compressed
+
+    def update(self, families: Sequence[Sequence[bytes]]) -> None:
+        # Runs are counted within a family, so a service gaining or losing a line in one family
+        # moves the run boundaries of that family only.
+        old_keys, old_spans, old = self._keys, self._spans, memoryview(self.data)
+        keys: list[list[tuple[bytes, ...]]] = []
+        spans: list[list[tuple[int, int]]] = []
+        pieces: list[bytes | memoryview] = [_GZIP_HEADER]
+        offset = len(_GZIP_HEADER)
+        compressor = self._compressor
+        step = self.SEGMENT
+        runs = compressed = crc = size = 0
+        for f, chunks in enumerate(families):
+            family_keys: list[tuple[bytes, ...]] = []
+            family_spans: list[tuple[int, int]] = []
+            previous_keys = old_keys[f] if f < len(old_keys) else []
+            for n, start in enumerate(range(0, len(chunks), step)):
+                key = tuple(chunks[start : start + step])
+                piece: bytes | memoryview
+                if n < len(previous_keys) and previous_keys[n] == key:
+                    begin, end = old_spans[f][n]
+                    piece = old[begin:end]
+                else:
+                    piece = compressor.compress(b"".join(key))
+                    piece += compressor.flush(zlib.Z_FULL_FLUSH)
+                    compressed += 1
+                family_keys.append(key)
+                family_spans.append((offset, offset + len(piece)))
+                pieces.append(piece)
+                offset += len(piece)
+            runs += len(family_keys)
+            keys.append(family_keys)
+            spans.append(family_spans)
+            for chunk in chunks:
+                crc = zlib.crc32(chunk, crc)
+                size += len(chunk)
+        data = b"".join(pieces)
+        del pieces
+        old.release()
+        self._keys, self._spans, self.data, self.crc, self.size = keys, spans, data, crc, size
+        self.runs, self.compressed = runs, compressed
+
+
+# A gzip member header: deflate, no name, no mtime (reproducible bodies), unknown OS.
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+
+
 class Exposition:
     """The /metrics body: the service part of the current snapshot, plus the live process-wide
     part rendered per scrape.
 
     The service part is kept as the list of cached blocks it is made of, not joined into one
-    body, so the text is in memory once. Its gzip form is compressed once per snapshot; per
-    scrape only the small live part is compressed, on a copy of the zlib state."""
+    body, so the text is in memory once. Its gzip form is kept compressed (see _DeflateCache);
+    per scrape only the small live part is compressed and the gzip trailer written."""
 
     # Level 1: the exposition is repetitive text, so it compresses well even at the fastest
-    # level, for half the CPU of the default (measured at 5,000 services: 4.7 vs 4.1 MiB).
+    # level, for half the CPU of the default.
     GZIP_LEVEL = 1
 
     def __init__(self, live: Callable[[], bytes]) -> None:
@@ -314,29 +385,29 @@ class Exposition:
         self._renderer = ServiceRenderer()
         self._snapshot: Snapshot | None = None
         self._parts: list[bytes] = []
-        self._gzip_prefix = b""
-        self._gzip_state: zlib._Compress | None = None
+        self._deflate = _DeflateCache(self.GZIP_LEVEL)
 
     def update(self, snapshot: Snapshot) -> None:
         """Called by the poller for every new snapshot (not on the scrape path)."""
         if snapshot is self._snapshot:
             return
-        parts = self._renderer.render_parts(snapshot)
-        compressor = zlib.compressobj(self.GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-        prefix = b"".join(compressor.compress(piece) for piece in coalesce(parts))
-        self._snapshot, self._parts = snapshot, parts
-        self._gzip_prefix, self._gzip_state = prefix, compressor
+        families = self._renderer.render_families(snapshot)
+        self._deflate.update(families)
+        self._snapshot = snapshot
+        self._parts = [chunk for family in families for chunk in family]
 
     def chunks(self, *, gzipped: bool) -> list[bytes]:
         """The body as chunks to write one after the other."""
         live = self._live()
         if not gzipped:
             return [*self._parts, live]
-        state = self._gzip_state
-        if state is None:
-            return [gzip.compress(b"".join(self._parts) + live, self.GZIP_LEVEL)]
-        tail = state.copy()
-        return [self._gzip_prefix, tail.compress(live) + tail.flush()]
+        cache = self._deflate
+        tail = zlib.compressobj(self.GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+        end = tail.compress(live) + tail.flush()
+        trailer = struct.pack(
+            "<II", zlib.crc32(live, cache.crc), (cache.size + len(live)) & 0xFFFFFFFF
+        )
+        return [cache.data, end + trailer]
 
     def body(self, *, gzipped: bool) -> bytes:
         return b"".join(self.chunks(gzipped=gzipped))
