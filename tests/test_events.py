@@ -156,6 +156,11 @@ def test_update_tracker_counts_running_once_when_it_finishes() -> None:
     assert dict(t.counts) == {"success": 1, "fail": 1}
     assert t.newest_result == "fail"
     assert not tracker.newest_is_running
+    # Unchanged log: the same totals object (the collector then reuses its rendered lines).
+    tracker.apply([UpdateRecord(1_000, "SUCCESS"), UpdateRecord(2_000, "FAIL")])
+    assert tracker.totals() is t
+    tracker.apply([UpdateRecord(3_000, "RUNNING")])  # a new update starts: nothing counted
+    assert tracker.totals() is not t and tracker.totals().newest_result == "running"
 
 
 @settings(max_examples=200, deadline=None)

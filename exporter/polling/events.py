@@ -160,7 +160,12 @@ class UpdateTracker:
                 self._counts[result] += 1
                 added += 1
         if records:
-            self._newest = max(records, key=lambda r: r.update_time)
+            newest = max(records, key=lambda r: r.update_time)
+            if newest != self._newest:
+                self._newest = newest
+                self._totals = None
+        if added:
+            self._totals = None
         return added
 
     @property
@@ -168,12 +173,12 @@ class UpdateTracker:
         return self._newest is not None and self._newest.result == "RUNNING"
 
     def totals(self) -> UpdateTotals:
-        newest = self._newest
-        totals = UpdateTotals(
-            counts=dict(self._counts),
-            newest_time_ms=None if newest is None else newest.update_time,
-            newest_result=None if newest is None else newest.result.lower(),
-        )
-        if totals != self._totals:  # keep the old object when equal: identity means unchanged
-            self._totals = totals
+        """Like EventCursor.totals: the same object until something changes."""
+        if self._totals is None:
+            newest = self._newest
+            self._totals = UpdateTotals(
+                counts=dict(self._counts),
+                newest_time_ms=None if newest is None else newest.update_time,
+                newest_result=None if newest is None else newest.result.lower(),
+            )
         return self._totals
