@@ -236,6 +236,19 @@ def details_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def _calibration(meta: dict[str, Any]) -> list[str]:
+    before, after = meta.get("calibration_before"), meta.get("calibration_after")
+    if before is None or after is None:
+        return []
+    return [
+        f"Machine speed: a fixed pure-Python loop (`bench.run.calibrate`) took {before:.3f} s "
+        f"before the run and {after:.3f} s after (lower is faster). On a shared VM this drifts "
+        "by tens of percent within an hour, and every CPU and latency figure moves with it: "
+        "compare runs at similar speeds.",
+        "",
+    ]
+
+
 def markdown(rows: Sequence[Row], meta: dict[str, Any], plot_name: str | None) -> str:
     rows = sorted(rows, key=lambda r: r["services"])
     s = meta["settings"]
@@ -246,6 +259,7 @@ def markdown(rows: Sequence[Row], meta: dict[str, Any], plot_name: str | None) -
         f"on {meta['date']} at commit `{meta['commit']}`; {meta['cpus']} CPUs "
         f"({meta['cpu_model']}), Python {meta['python']}, aiohttp {meta['aiohttp']}.",
         "",
+        *_calibration(meta),
         f"Fleet: simulator with {s['models_per_service']} models and {s['events_per_service']} "
         f"events per service, a random happening every {s['happening_interval']:g} s per "
         f"service on average. Exporter: poll interval {s['interval']:g} s, "

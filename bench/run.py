@@ -106,6 +106,19 @@ def _commit() -> str:
     return head
 
 
+def calibrate(rounds: int = 5) -> float:
+    """CPU seconds of a fixed pure-Python loop, best of `rounds`: how fast this machine runs
+    Python right now. On shared VMs it drifts by tens of percent, and every CPU figure with it."""
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.process_time()
+        total = 0
+        for i in range(2_000_000):
+            total += i * i
+        best = min(best, time.process_time() - started)
+    return round(best, 3)
+
+
 def _meta(settings: Settings) -> dict[str, Any]:
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -149,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     meta = _meta(settings)
+    meta["calibration_before"] = calibrate()
     rows = asyncio.run(_run_all(args.sizes, settings, out))
+    meta["calibration_after"] = calibrate()
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     plot_name = None
     if not args.no_plot:
