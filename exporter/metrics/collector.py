@@ -123,40 +123,22 @@ def _static_key(d: ServiceDetails) -> Hashable:
     )
 
 
-# The lines re-rendered for most services in every cycle (counters move, collect timestamps
-# advance) are written from per-service prefixes computed once: `name{labels} `.
-_DYNAMIC = (
-    cat.SERVICE_PROGRESS,
-    cat.SERVICE_INVOCATIONS,
-    cat.SERVICE_FAILURES,
-    cat.CONFIG_UPDATED_TS,
-    cat.STATUS_CHANGED_TS,
-    cat.AUTO_STOP_TS,
-)
-_DYNAMIC_INDEX = tuple(_INDEX[spec.name] for spec in _DYNAMIC)
-_I_SUCCESS = _INDEX[cat.COLLECT_SUCCESS.name]
-_I_LAST = _INDEX[cat.LAST_SUCCESS_TS.name]
-
-
-def _dynamic_key(d: ServiceDetails) -> tuple[float | None, ...]:
-    """The inputs of the dynamic block, in _DYNAMIC order (None: no line)."""
-    return (
-        (d.progress or 0.0) / 100.0,
-        d.invocation_times,
-        d.failed_times,
-        None if d.update_time is None else d.update_time / 1000.0,
-        None if d.transition_at is None else d.transition_at / 1000.0,
-        None if d.due_time is None else d.due_time / 1000.0,
-    )
-
-
-def _dynamic_details(prefixes: Sequence[str], values: Sequence[float | None]) -> Block:
-    """Counters and timestamps: a few lines, re-rendered whenever one of them moved."""
-    return {
-        index: f"{prefix}{_num(value)}\n".encode()
-        for index, prefix, value in zip(_DYNAMIC_INDEX, prefixes, values, strict=True)
-        if value is not None
-    }
+def _dynamic_details(base: str, d: ServiceDetails) -> Block:
+    """Counters and timestamps: a few lines, re-rendered with every new details object."""
+    out = _Lines(base)
+    out.add(cat.SERVICE_PROGRESS, (d.progress or 0.0) / 100.0)
+    if d.invocation_times is not None:
+        out.add(cat.SERVICE_INVOCATIONS, d.invocation_times)
+    if d.failed_times is not None:
+        out.add(cat.SERVICE_FAILURES, d.failed_times)
+    for spec, ms in (
+        (cat.CONFIG_UPDATED_TS, d.update_time),
+        (cat.STATUS_CHANGED_TS, d.transition_at),
+        (cat.AUTO_STOP_TS, d.due_time),
+    ):
+        if ms is not None:
+            out.add(spec, ms / 1000.0)
+    return out.block()
 
 
 def _events(base: str, ev: EventTotals) -> Block:
@@ -190,40 +172,25 @@ def _updates(base: str, up: UpdateTotals) -> Block:
     return out.block()
 
 
-def _collect_prefixes(svc: ServiceSnapshot, endpoint: str) -> tuple[str, str]:
-    labels = _labels(
-        (("project_id", svc.project_id), ("service_id", svc.service_id), ("endpoint", endpoint))
-    )
-    return f"{cat.COLLECT_SUCCESS.name}{{{labels}}} ", f"{cat.LAST_SUCCESS_TS.name}{{{labels}}} "
-
-
-def _collect(
-    items: Sequence[tuple[str, EndpointState]], prefixes: dict[str, tuple[str, str]]
-) -> Block:
+def _collect(svc: ServiceSnapshot) -> Block:
+    own = _labels((("project_id", svc.project_id), ("service_id", svc.service_id)))
     success: list[str] = []
     last: list[str] = []
-    for endpoint, state in sorted(items):
-        success_prefix, last_prefix = prefixes[endpoint]
-        success.append(f"{success_prefix}{1 if state.success else 0}\n")
+    for endpoint, state in sorted(svc.collect.items()):
+        labels = f'{own},endpoint="{_escape(endpoint)}"'
+        success.append(f"{cat.COLLECT_SUCCESS.name}{{{labels}}} {1 if state.success else 0}\n")
         if state.last_success is not None:
-            last.append(f"{last_prefix}{_num(state.last_success)}\n")
-    return {_I_SUCCESS: "".join(success).encode(), _I_LAST: "".join(last).encode()}
+            last.append(f"{cat.LAST_SUCCESS_TS.name}{{{labels}}} {_num(state.last_success)}\n")
+    return {
+        _INDEX[cat.COLLECT_SUCCESS.name]: "".join(success).encode(),
+        _INDEX[cat.LAST_SUCCESS_TS.name]: "".join(last).encode(),
+    }
 
 
 class _ServiceCache:
     """What was rendered for one service, block by block, with the inputs it came from."""
 
-    __slots__ = (
-        "base",
-        "base_key",
-        "collect",
-        "collect_prefixes",
-        "dynamic",
-        "dynamic_prefixes",
-        "events",
-        "static",
-        "updates",
-    )
+    __slots__ = ("base", "base_key", "collect", "dynamic", "events", "static", "updates")
 
     def __init__(self) -> None:
         self.reset()
@@ -232,9 +199,7 @@ class _ServiceCache:
         self.base_key: tuple[str, str, str] | None = None
         self.base = ""
         self.static: tuple[Hashable, Block] | None = None
-        self.dynamic: tuple[tuple[float | None, ...], Block] | None = None
-        self.dynamic_prefixes: tuple[str, ...] = ()
-        self.collect_prefixes: dict[str, tuple[str, str]] = {}
+        self.dynamic: tuple[ServiceDetails, Block] | None = None
         self.events: tuple[EventTotals, Block] | None = None
         self.updates: tuple[UpdateTotals, Block] | None = None
         self.collect: tuple[tuple[tuple[str, EndpointState], ...], Block] | None = None
@@ -267,16 +232,12 @@ class ServiceRenderer:
                     ("service_name", base_key[2]),
                 )
             )
-            cache.dynamic_prefixes = tuple(f"{spec.name}{{{cache.base}}} " for spec in _DYNAMIC)
         base = cache.base
         blocks: list[Block] = []
         d = svc.details
         if d is not None:
             static = _cached(cache.static, _static_key(d), lambda: _static_details(base, d))
-            values = _dynamic_key(d)
-            dynamic = _cached(
-                cache.dynamic, values, lambda: _dynamic_details(cache.dynamic_prefixes, values)
-            )
+            dynamic = _cached(cache.dynamic, d, lambda: _dynamic_details(base, d))
             cache.static, cache.dynamic = static, dynamic
             blocks += [static[1], dynamic[1]]
         ev = svc.events
@@ -289,12 +250,7 @@ class ServiceRenderer:
             updates = _cached(cache.updates, up, lambda: _updates(base, up))
             cache.updates = updates
             blocks.append(updates[1])
-        items = tuple(svc.collect.items())
-        prefixes = cache.collect_prefixes
-        for endpoint, _ in items:
-            if endpoint not in prefixes:
-                prefixes[endpoint] = _collect_prefixes(svc, endpoint)
-        collect = _cached(cache.collect, items, lambda: _collect(items, prefixes))
+        collect = _cached(cache.collect, tuple(svc.collect.items()), lambda: _collect(svc))
         cache.collect = collect
         blocks.append(collect[1])
         return blocks
