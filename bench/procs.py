@@ -22,8 +22,8 @@ _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
 def child_env() -> dict[str, str]:
-    """The environment for children: the exporter honours proxy variables (trust_env), and a
-    proxy between it and the loopback simulator would be measured instead of the exporter."""
+    """The environment for children: the exporter honours proxy variables, and a proxy between
+    it and the loopback simulator would be measured instead of the exporter."""
     env = {k: v for k, v in os.environ.items() if k.lower() not in _PROXY_VARS}
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if "PYTHONPATH" in env else "")
     return env
