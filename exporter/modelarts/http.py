@@ -444,7 +444,13 @@ class HttpClient:
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            if conn.closed or now - conn.idle_since > self._idle_timeout:
+            transport = conn.transport
+            if (
+                conn.closed
+                or transport is None
+                or transport.is_closing()
+                or now - conn.idle_since > self._idle_timeout
+            ):
                 conn.abort()
                 continue
             return conn
