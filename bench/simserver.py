@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 import sys
 
 from aiohttp import web
 
+from bench.serving import serve_until_signalled
 from exporter.simulator import Simulation, create_app
 
 
@@ -33,23 +33,6 @@ def build_app(sim: Simulation) -> web.Application:
     app.router.add_get("/_bench/stats", stats)
     app.router.add_post("/_bench/reset", reset)
     return app
-
-
-async def _serve(sim: Simulation, host: str, port: int) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(build_app(sim), access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_host, bound_port = runner.addresses[0][:2]
-        print(f"LISTENING http://{bound_host}:{bound_port}", flush=True)
-        await stop.wait()
-    finally:
-        await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         happening_interval=args.happening_interval,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(sim, args.host, args.port))
+        asyncio.run(serve_until_signalled(build_app(sim), args.host, args.port))
     sys.stdout.flush()
     return 0
 

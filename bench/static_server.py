@@ -17,10 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 from pathlib import Path
 
 from aiohttp import web
+
+from bench.serving import serve_until_signalled
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -50,23 +51,6 @@ def build_app(plain_path: Path) -> web.Application:
     return app
 
 
-async def _serve(app: web.Application, host: str, port: int) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_host, bound_port = runner.addresses[0][:2]
-        print(f"LISTENING http://{bound_host}:{bound_port}", flush=True)
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.static_server")
     parser.add_argument(
@@ -77,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     app = build_app(args.file.resolve())
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(app, args.host, args.port))
+        asyncio.run(serve_until_signalled(app, args.host, args.port))
     return 0
 
 
