@@ -1,7 +1,10 @@
-"""The benchmark harness itself works: a tiny fleet, a short interval, the table comes out.
+"""The benchmark harness itself works: a small fleet, a short interval, the table comes out.
 
-The numbers are not checked (they are meaningless at this size); only that every process
-starts, the measurement window holds whole cycles and the report is written.
+200 services, not fewer: the exporter's CPU is read from /proc in 10 ms ticks, and a cycle of a
+few dozen services now costs less than one tick, so the CPU column could not be checked.
+
+Beyond being present and positive, the numbers are not checked (they mean little at this
+size); only that every process starts, the window holds whole cycles and the report is written.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ def test_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
         sys.executable,
         "-m",
         "bench",
-        "--sizes=20",
+        "--sizes=200",
         "--interval=2",
         "--cycles=1",
         "--fetches=4",
@@ -37,14 +40,14 @@ def test_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
 
     table = (tmp_path / "results.md").read_text()
     assert "| services | exposition plain / gzip |" in table
-    assert "\n| 20 | " in table
-    assert "### Acceptance at 20 services" in table
+    assert "\n| 200 | " in table
+    assert "### Acceptance at 200 services" in table
     assert "| services | exposition plain / gzip |" in done.stdout
 
     data = json.loads((tmp_path / "results.json").read_text())
     (row,) = data["rows"]
-    assert row["services"] == 20
-    assert row["watched"] == 20
+    assert row["services"] == 200
+    assert row["watched"] == 200
     assert row["cycles"] == 1
     assert row["plain_bytes"] > row["gzip_bytes"] > 0
     assert row["cpu_per_cycle"] > 0
