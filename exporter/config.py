@@ -125,6 +125,7 @@ class ProjectConfig:
     workspace_id: str | None = None
     services: tuple[str, ...] = ()
     discovery: DiscoveryConfig = DiscoveryConfig()
+    generations: tuple[str, ...] = ("v1", "v2")
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,9 @@ class PollingConfig:
     """Schedules and request limits; durations are in seconds."""
 
     interval: float = 30.0
+    details_interval: float = 300.0
+    events_interval: float = 300.0
+    monitor_interval: float = 60.0  # 0: the monitor API is not called
     logs_interval: float = 600.0
     discovery_interval: float = 300.0
     timeout: float = 10.0
@@ -223,21 +227,41 @@ _METHOD_KEYS: dict[str, tuple[str, ...]] = {
 }
 _AUTH_KEYS = ("method", *(key for keys in _METHOD_KEYS.values() for key in keys))
 _TOP_KEYS = ("auth", "projects", "polling", "tls")
-_PROJECT_KEYS = ("project_id", "region", "endpoint", "workspace_id", "services", "discovery")
+_PROJECT_KEYS = (
+    "project_id",
+    "region",
+    "endpoint",
+    "workspace_id",
+    "services",
+    "generations",
+    "discovery",
+)
+_GENERATIONS = ("v1", "v2")
 _DISCOVERY_KEYS = ("enabled", "infer_types", "name_pattern", "statuses")
 _POLLING_DURATIONS = (
     "interval",
+    "details_interval",
+    "events_interval",
     "logs_interval",
     "discovery_interval",
     "timeout",
     "stale_after",
     "events_lookback",
 )
-_POLLING_KEYS = (*_POLLING_DURATIONS, "max_concurrency", "max_requests_per_second", "retries")
+_POLLING_KEYS = (
+    *_POLLING_DURATIONS,
+    "monitor_interval",
+    "max_concurrency",
+    "max_requests_per_second",
+    "retries",
+)
 _TLS_KEYS = ("ca_file",)
 
-_INFER_TYPES = ("real-time", "batch", "edge")
+# v1 types, then v2's (REAL_TIME, ASYNC_REAL_TIME lower-cased with "-", SPEC §4).
+_INFER_TYPES = ("real-time", "batch", "edge", "async-real-time")
 _SERVICE_STATUSES = (
+    # v1
+
     "running",
     "deploying",
     "concerning",
@@ -248,6 +272,11 @@ _SERVICE_STATUSES = (
     "deleting",
     "pending",
     "waiting",
+    # v2 (lower-cased)
+    "init",
+    "upgrading",
+    "error",
+    "interrupting",
 )
 
 _ID = re.compile(r"[A-Za-z0-9_-]+")
@@ -476,6 +505,15 @@ class _Parser:
             self.problem(path, "must be greater than 0")
             return None
         return seconds
+
+    def duration_or_zero(
+        self, section: Mapping[str, object], parent: str, key: str
+    ) -> float | None:
+        """A duration where 0 (or "0s") means "off"."""
+        value = section.get(key)
+        if (value == 0 and not isinstance(value, bool)) or value in ("0", "0s"):
+            return 0.0
+        return self.duration(section, parent, key)
 
     def url(self, section: Mapping[str, object], parent: str, key: str) -> str | None:
         """An http(s) URL without query or fragment, trailing slashes removed."""
@@ -714,6 +752,23 @@ class _Parser:
                     self.problem(service_path, "duplicate service id")
                     ok = False
                 seen.add(service)
+        generations = self.string_list(section, path, "generations")
+        if generations is not None:
+            for index, item in enumerate(generations):
+                if item not in _GENERATIONS:
+                    self.problem(
+                        f"{path}.generations[{index}]",
+                        f"unknown value {_quote(item)} (one of {', '.join(_GENERATIONS)})",
+                    )
+                    ok = False
+            if section.get("generations") is not None and not generations:
+                self.problem(_join(path, "generations"), "must name at least one generation")
+                ok = False
+            if len(set(generations)) != len(generations):
+                self.problem(_join(path, "generations"), "duplicate generation")
+                ok = False
+        else:
+            ok = False
         enabled, discovery = self.discovery(section.get("discovery"), _join(path, "discovery"))
         if services == () and enabled is False:
             self.problem(path, "no services and discovery disabled")
@@ -729,6 +784,7 @@ class _Parser:
             workspace_id=workspace_id,
             services=services,
             discovery=discovery,
+            generations=tuple(generations or _GENERATIONS),
         )
 
     def discovery(self, value: object, path: str) -> tuple[bool | None, DiscoveryConfig | None]:
@@ -783,8 +839,10 @@ class _Parser:
         max_concurrency = self.integer(section, "polling", "max_concurrency", minimum=1)
         retries = self.integer(section, "polling", "retries", minimum=0)
         rate = self.positive_number(section, "polling", "max_requests_per_second")
+        monitor = self.duration_or_zero(section, "polling", "monitor_interval")
         results = {
             **durations,
+            "monitor_interval": monitor,
             "max_concurrency": max_concurrency,
             "retries": retries,
             "max_requests_per_second": rate,
@@ -794,6 +852,9 @@ class _Parser:
         defaults = PollingConfig()
         polling = PollingConfig(
             interval=durations["interval"] or defaults.interval,
+            details_interval=durations["details_interval"] or defaults.details_interval,
+            events_interval=durations["events_interval"] or defaults.events_interval,
+            monitor_interval=defaults.monitor_interval if monitor is None else monitor,
             logs_interval=durations["logs_interval"] or defaults.logs_interval,
             discovery_interval=durations["discovery_interval"] or defaults.discovery_interval,
             timeout=durations["timeout"] or defaults.timeout,

@@ -533,14 +533,25 @@ def test_example_config_shows_every_key() -> None:
                 "project_id: p\nregion: r\ndiscovery: {enabled: true, infer_types: [online]}"
             ),
             'projects[0].discovery.infer_types[0]: unknown value "online" '
-            "(one of real-time, batch, edge)",
+            "(one of real-time, batch, edge, async-real-time)",
             id="unknown-infer-type",
         ),
         pytest.param(
             with_project("project_id: p\nregion: r\ndiscovery: {enabled: true, statuses: [up]}"),
             'projects[0].discovery.statuses[0]: unknown value "up" (one of running, deploying, '
-            "concerning, failed, stopped, finished, stopping, deleting, pending, waiting)",
+            "concerning, failed, stopped, finished, stopping, deleting, pending, waiting, init, "
+            "upgrading, error, interrupting)",
             id="unknown-status",
+        ),
+        pytest.param(
+            with_project("project_id: p\nregion: r\nservices: [s]\ngenerations: [v3]"),
+            'projects[0].generations[0]: unknown value "v3" (one of v1, v2)',
+            id="unknown-generation",
+        ),
+        pytest.param(
+            with_project("project_id: p\nregion: r\nservices: [s]\ngenerations: []"),
+            "projects[0].generations: must name at least one generation",
+            id="no-generation",
         ),
         pytest.param(
             with_project("project_id: p\nregion: r\nservices: [s]\nbogus: 1"),

@@ -7,12 +7,14 @@ from typing import Literal
 
 # The label values of the events metric are defined where events are classified.
 from exporter.polling.events import EVENT_TYPES as EVENT_TYPES  # noqa: PLC0414 (re-export)
+from exporter.polling.events import EVENT_TYPES_V2 as EVENT_TYPES_V2  # noqa: PLC0414
 from exporter.polling.events import PHASES as PHASES  # noqa: PLC0414 (re-export)
 
 MetricType = Literal["gauge", "counter", "histogram"]
 
 SERVICE_LABELS = ("project_id", "service_id", "service_name")
 
+# v1 statuses (lower-case, as the v1 API sends them).
 KNOWN_STATUSES = (
     "running",
     "deploying",
@@ -25,9 +27,38 @@ KNOWN_STATUSES = (
     "pending",
     "waiting",
 )
+# v2 statuses, lower-cased (the v2 API sends them upper-case; INIT only in details).
+KNOWN_STATUSES_V2 = (
+    "init",
+    "deploying",
+    "running",
+    "concerning",
+    "upgrading",
+    "stopping",
+    "stopped",
+    "failed",
+    "error",
+    "deleting",
+    "interrupting",
+)
+# Every status value a dashboard or rule may meet, v1's first.
+ALL_STATUSES = KNOWN_STATUSES + tuple(s for s in KNOWN_STATUSES_V2 if s not in KNOWN_STATUSES)
+GENERATIONS = ("v1", "v2")
 UPDATE_RESULTS = ("success", "fail")
 LAST_UPDATE_RESULTS = ("success", "fail", "running")
-API_ENDPOINTS = ("list", "details", "events", "logs", "token")
+API_ENDPOINTS = (
+    "list",
+    "details",
+    "events",
+    "logs",
+    "monitor",
+    "v2_list",
+    "v2_details",
+    "v2_events",
+    "token",
+)
+# The per-service endpoints of collect_success / last_success.
+COLLECT_ENDPOINTS = ("details", "events", "logs", "monitor")
 
 
 @dataclass(frozen=True)
@@ -56,6 +87,7 @@ SERVICE_INFO = _svc(
     "cluster_id",
     "pool_name",
     "owner",
+    "generation",
 )
 SERVICE_STATUS = _svc(
     "modelarts_service_status",
@@ -147,6 +179,86 @@ LAST_UPDATE_RESULT = _svc(
     "result",
 )
 
+_MONITOR = " (v1 monitor API, from the last successful monitor poll)."
+_MODEL_LABELS = ("model_id", "model_name", "model_version", "node_id")
+
+
+def _model(name: str, type_: MetricType, help_: str) -> MetricSpec:
+    return _svc(name, type_, help_ + _MONITOR, *_MODEL_LABELS)
+
+
+SERVICE_INSTANCES = _svc(
+    "modelarts_service_instances",
+    "gauge",
+    "Desired instances of the service" + _MONITOR,
+)
+SERVICE_RUNNING_INSTANCES = _svc(
+    "modelarts_service_running_instances",
+    "gauge",
+    "Running instances of the service" + _MONITOR,
+)
+REQUESTS_LAST_MINUTE = _svc(
+    "modelarts_service_requests_last_minute",
+    "gauge",
+    "Inference calls of the service in the last minute" + _MONITOR,
+)
+MODEL_RUNNING_INSTANCES = _svc(
+    "modelarts_service_model_running_instances",
+    "gauge",
+    "Running instances of each model (v1: monitor API; v2: instance group running_count)"
+    + _LAST,
+    *_MODEL_LABELS,
+)
+MODEL_CPU_USED = _model("modelarts_service_model_cpu_cores_used", "gauge", "CPU cores in use")
+MODEL_CPU = _model("modelarts_service_model_cpu_cores", "gauge", "CPU cores allocated")
+MODEL_MEMORY_USED = _model(
+    "modelarts_service_model_memory_used_bytes", "gauge", "Memory in use, bytes"
+)
+MODEL_MEMORY = _model("modelarts_service_model_memory_bytes", "gauge", "Memory allocated, bytes")
+MODEL_GPUS_USED = _model("modelarts_service_model_gpus_used", "gauge", "GPUs in use (fractional)")
+MODEL_GPUS = _model("modelarts_service_model_gpus", "gauge", "GPUs allocated")
+MODEL_GPU_MEMORY_USED = _model(
+    "modelarts_service_model_gpu_memory_used_bytes", "gauge", "GPU memory in use, bytes"
+)
+MODEL_GPU_MEMORY = _model(
+    "modelarts_service_model_gpu_memory_bytes", "gauge", "GPU memory allocated, bytes"
+)
+MODEL_NPUS_USED = _model("modelarts_service_model_npus_used", "gauge", "NPUs in use (fractional)")
+MODEL_NPUS = _model("modelarts_service_model_npus", "gauge", "NPUs allocated")
+MODEL_NPU_MEMORY_USED = _model(
+    "modelarts_service_model_npu_memory_used_bytes", "gauge", "NPU memory in use, bytes"
+)
+MODEL_NPU_MEMORY = _model(
+    "modelarts_service_model_npu_memory_bytes", "gauge", "NPU memory allocated, bytes"
+)
+MODEL_INVOCATIONS = _model(
+    "modelarts_service_model_invocations_total", "counter", "Inference calls of each model"
+)
+MODEL_FAILURES = _model(
+    "modelarts_service_model_invocation_failures_total",
+    "counter",
+    "Failed inference calls of each model",
+)
+MONITOR_METRICS: tuple[MetricSpec, ...] = (
+    SERVICE_INSTANCES,
+    SERVICE_RUNNING_INSTANCES,
+    REQUESTS_LAST_MINUTE,
+    MODEL_CPU_USED,
+    MODEL_CPU,
+    MODEL_MEMORY_USED,
+    MODEL_MEMORY,
+    MODEL_GPUS_USED,
+    MODEL_GPUS,
+    MODEL_GPU_MEMORY_USED,
+    MODEL_GPU_MEMORY,
+    MODEL_NPUS_USED,
+    MODEL_NPUS,
+    MODEL_NPU_MEMORY_USED,
+    MODEL_NPU_MEMORY,
+    MODEL_INVOCATIONS,
+    MODEL_FAILURES,
+)
+
 BUILD_INFO = MetricSpec(
     "modelarts_exporter_build_info",
     "gauge",
@@ -164,6 +276,18 @@ API_DURATION = MetricSpec(
     "histogram",
     "Duration of HTTP requests to the cloud APIs, by endpoint.",
     ("endpoint",),
+)
+API_THROTTLED = MetricSpec(
+    "modelarts_exporter_api_throttled_total",
+    "counter",
+    "Answers of the cloud APIs that said to slow down (429, APIG.0308, throttling codes).",
+    ("endpoint",),
+)
+API_RATE_LIMIT = MetricSpec(
+    "modelarts_exporter_api_rate_limit",
+    "gauge",
+    "Requests per second the exporter allows itself now (below the budget while throttled).",
+    (),
 )
 API_RETRIES = MetricSpec(
     "modelarts_exporter_api_retries_total",
@@ -231,12 +355,16 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
     UPDATES,
     LAST_UPDATE_TS,
     LAST_UPDATE_RESULT,
+    MODEL_RUNNING_INSTANCES,
+    *MONITOR_METRICS,
 )
 EXPORTER_METRICS: tuple[MetricSpec, ...] = (
     BUILD_INFO,
     API_REQUESTS,
     API_DURATION,
     API_RETRIES,
+    API_THROTTLED,
+    API_RATE_LIMIT,
     COLLECT_SUCCESS,
     LAST_SUCCESS_TS,
     POLL_DURATION,

@@ -1,4 +1,4 @@
-"""Tolerant parsing of ModelArts v1 responses into frozen dataclasses.
+"""Tolerant parsing of ModelArts v1 and v2 responses into frozen dataclasses.
 
 The API documents numbers but sometimes sends strings ("70"), documents strings but sends numbers
 (workspace_id 0), and omits optional fields instead of sending null. Parsers accept all of that;
@@ -113,11 +113,13 @@ class ModelConfig:
     specification: str
     weight: float | None
     instance_count: float | None
+    running_count: float | None = None  # v2 instance groups only
 
 
 @dataclass(frozen=True)
 class ServiceDetails:
-    """GET /v1/{project_id}/services/{service_id}."""
+    """GET /v1/{project_id}/services/{service_id}, or a v2 service mapped onto the same
+    fields (SPEC §4 "New-generation (v2) services"); what v2 lacks is None."""
 
     service_id: str
     service_name: str
@@ -135,16 +137,30 @@ class ServiceDetails:
     transition_at: float | None
     due_time: float | None
     models: tuple[ModelConfig, ...]
+    generation: str = "v1"
 
 
 @dataclass(frozen=True)
 class ServiceSummary:
-    """One item of GET /v1/{project_id}/services."""
+    """One item of a service list (v1 or v2): the heartbeat of a watched service.
+
+    `change_key` holds the fields whose change means the service changed in a way the list does
+    not show in full (SPEC §6): v1 status, transition_at, publish_at, operation_time; v2 status,
+    update_at. The v1 list also carries progress and the invocation counters."""
 
     service_id: str
     service_name: str
     infer_type: str
     status: str
+    generation: str = "v1"
+    change_key: tuple[object, ...] = ()
+    progress: float | None = None
+    invocation_times: float | None = None
+    failed_times: float | None = None
+    transition_at: float | None = None
+    publish_at: float | None = None
+    owner: str = ""  # v2 user_name (the v2 details body has no owner)
+    workspace_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -246,12 +262,28 @@ def parse_service_page(raw: object) -> ServicePage:
     for i, item in enumerate(as_list(obj.get("services", []), f"{where}.services")):
         entry = as_mapping(item, f"{where}.services[{i}]")
         at = f"{where}.services[{i}]"
+        status = opt_str(entry, "status", at).strip().lower()
+        transition_at = opt_number(entry, "transition_at", at)
+        publish_at = opt_number(entry, "publish_at", at)
         items.append(
             ServiceSummary(
                 service_id=req_str(entry, "service_id", at),
                 service_name=opt_str(entry, "service_name", at),
                 infer_type=opt_str(entry, "infer_type", at),
-                status=opt_str(entry, "status", at).strip().lower(),
+                status=status,
+                change_key=(
+                    status,
+                    transition_at,
+                    publish_at,
+                    opt_number(entry, "operation_time", at),
+                ),
+                progress=opt_number(entry, "progress", at),
+                invocation_times=opt_number(entry, "invocation_times", at),
+                failed_times=opt_number(entry, "failed_times", at),
+                transition_at=transition_at,
+                publish_at=publish_at,
+                owner=opt_str(entry, "owner", at),
+                workspace_id=opt_str(entry, "workspace_id", at),
             )
         )
     return ServicePage(total_count=_total(obj, where), services=tuple(items))
@@ -307,3 +339,238 @@ def parse_update_logs(raw: object) -> tuple[UpdateRecord, ...]:
             )
         )
     return tuple(records)
+
+
+# -- v1 monitor API -----------------------------------------------------------------------------
+
+MB = 1_048_576
+
+
+@dataclass(frozen=True)
+class ModelUsage:
+    """One `monitors[]` entry: one model (and, for edge services, one node). None = omitted."""
+
+    model_id: str
+    model_name: str
+    model_version: str
+    node_id: str
+    running_instances: float | None
+    cpu_cores_used: float | None
+    cpu_cores: float | None
+    memory_used_bytes: float | None
+    memory_bytes: float | None
+    gpus_used: float | None
+    gpus: float | None
+    gpu_memory_used_bytes: float | None
+    gpu_memory_bytes: float | None
+    npus_used: float | None
+    npus: float | None
+    npu_memory_used_bytes: float | None
+    npu_memory_bytes: float | None
+    invocations: float | None
+    failures: float | None
+
+
+@dataclass(frozen=True)
+class MonitorReading:
+    """GET /v1/{project_id}/services/{service_id}/monitor; memory converted from MB to bytes."""
+
+    instances: float | None
+    running_instances: float | None
+    requests_last_minute: float | None
+    models: tuple[ModelUsage, ...]
+
+
+def _mb(obj: Mapping[str, Any], key: str, where: str) -> float | None:
+    value = opt_number(obj, key, where)
+    return None if value is None else value * MB
+
+
+def parse_monitor(raw: object) -> MonitorReading:
+    """Parse a monitor body; every field is optional (the API omits what it does not measure)."""
+    where = "monitor"
+    obj = as_mapping(raw, where)
+    monitors = obj.get("monitors")
+    models = []
+    for i, item in enumerate(() if monitors is None else as_list(monitors, f"{where}.monitors")):
+        at = f"{where}.monitors[{i}]"
+        m = as_mapping(item, at)
+        models.append(
+            ModelUsage(
+                model_id=opt_str(m, "model_id", at),
+                model_name=opt_str(m, "model_name", at),
+                model_version=opt_str(m, "model_version", at),
+                node_id=opt_str(m, "node_id", at),
+                running_instances=opt_number(m, "model_running_instance_count", at),
+                cpu_cores_used=opt_number(m, "cpu_core_usage", at),
+                cpu_cores=opt_number(m, "cpu_core_total", at),
+                memory_used_bytes=_mb(m, "cpu_memory_usage", at),
+                memory_bytes=_mb(m, "cpu_memory_total", at),
+                gpus_used=opt_number(m, "gpu_usage", at),
+                gpus=opt_number(m, "gpu_total", at),
+                gpu_memory_used_bytes=_mb(m, "gpu_memory_usage", at),
+                gpu_memory_bytes=_mb(m, "gpu_memory_total", at),
+                npus_used=opt_number(m, "npu_usage", at),
+                npus=opt_number(m, "npu_total", at),
+                npu_memory_used_bytes=_mb(m, "npu_memory_usage", at),
+                npu_memory_bytes=_mb(m, "npu_memory_total", at),
+                invocations=opt_number(m, "invocation_times", at),
+                failures=opt_number(m, "failed_times", at),
+            )
+        )
+    return MonitorReading(
+        instances=opt_number(obj, "service_instance_count", where),
+        running_instances=opt_number(obj, "service_running_instance_count", where),
+        requests_last_minute=opt_number(obj, "req_count_per_min", where),
+        models=tuple(models),
+    )
+
+
+# -- v2 (new-generation) services -----------------------------------------------------------------
+#
+# Shapes of the official SDK's models (huaweicloudsdkmodelarts): ListInferServicesResponse
+# {data[], current, size, pages, total}, ShowInferServiceResponse (version.instance_groups[]),
+# ListInferServiceEventsResponse {data[] of aggregated events, total, ...}. Statuses and event types
+# are upper-case on the wire and lower-cased here.
+
+
+def v2_infer_type(value: str) -> str:
+    """REAL_TIME -> real-time, ASYNC_REAL_TIME -> async-real-time (SPEC §4)."""
+    return value.strip().lower().replace("_", "-")
+
+
+def _v2_total(obj: Mapping[str, Any], where: str) -> int:
+    total = opt_number(obj, "total", where)
+    if total is None:
+        raise _fail(f"{where}.total", "required")
+    if total < 0:
+        raise _fail(f"{where}.total", "negative")
+    return int(total)
+
+
+def parse_v2_service_page(raw: object) -> tuple[int, tuple[ServiceSummary, ...]]:
+    """One page of GET /v2/{project_id}/services: (total, items)."""
+    where = "v2_list"
+    obj = as_mapping(raw, where)
+    data = obj.get("data")
+    items = []
+    for i, item in enumerate(() if data is None else as_list(data, f"{where}.data")):
+        at = f"{where}.data[{i}]"
+        entry = as_mapping(item, at)
+        status = opt_str(entry, "status", at).strip().lower()
+        update_at = opt_number(entry, "update_at", at)
+        items.append(
+            ServiceSummary(
+                service_id=req_str(entry, "id", at),
+                service_name=opt_str(entry, "name", at),
+                infer_type=v2_infer_type(opt_str(entry, "type", at)),
+                status=status,
+                generation="v2",
+                change_key=(status, update_at),
+                publish_at=opt_number(entry, "create_at", at),
+                owner=opt_str(entry, "user_name", at),
+                workspace_id=opt_str(entry, "workspace_id", at),
+            )
+        )
+    return _v2_total(obj, where), tuple(items)
+
+
+def _v2_group(raw: object, where: str) -> tuple[ModelConfig, str]:
+    group = as_mapping(raw, where)
+    units = group.get("unit_configs")
+    flavor = ""
+    if units is not None:
+        unit_list = as_list(units, f"{where}.unit_configs")
+        if unit_list:
+            flavor = opt_str(
+                as_mapping(unit_list[0], f"{where}.unit_configs[0]"), "flavor", where
+            )
+    config = ModelConfig(
+        model_id=opt_str(group, "id", where),
+        model_name=opt_str(group, "name", where),
+        model_version=opt_str(group, "version", where),
+        specification=flavor,
+        weight=opt_number(group, "weight", where),
+        instance_count=opt_number(group, "count", where),
+        running_count=opt_number(group, "running_count", where),
+    )
+    return config, opt_str(group, "pool_id", where)
+
+
+def parse_v2_details(raw: object) -> ServiceDetails:
+    """GET /v2/{project_id}/services/{service_id} mapped onto ServiceDetails (owner comes from
+    the list: the details body has none)."""
+    where = "v2_details"
+    obj = as_mapping(raw, where)
+    version = obj.get("version")
+    groups: list[tuple[ModelConfig, str]] = []
+    if version is not None:
+        v = as_mapping(version, f"{where}.version")
+        raw_groups = v.get("instance_groups")
+        if raw_groups is not None:
+            groups = [
+                _v2_group(g, f"{where}.version.instance_groups[{i}]")
+                for i, g in enumerate(as_list(raw_groups, f"{where}.version.instance_groups"))
+            ]
+    return ServiceDetails(
+        service_id=req_str(obj, "id", where),
+        service_name=opt_str(obj, "name", where),
+        infer_type=v2_infer_type(opt_str(obj, "type", where)),
+        workspace_id=opt_str(obj, "workspace_id", where),
+        cluster_id=groups[0][1] if groups else "",
+        pool_name="",
+        owner="",
+        status=req_str(obj, "status", where).strip().lower(),
+        progress=None,
+        invocation_times=None,
+        failed_times=None,
+        publish_at=opt_number(obj, "create_at", where),
+        update_time=opt_number(obj, "update_at", where),
+        transition_at=None,
+        due_time=None,
+        models=tuple(config for config, _ in groups),
+        generation="v2",
+    )
+
+
+class AggregatedEvent(NamedTuple):
+    """One v2 event record: `event_count` occurrences between create_at and update_at."""
+
+    id: str
+    event_type: str  # lower-case: normal, abnormal, warning (or what the API sent)
+    event_info: str
+    event_count: int
+    create_at: int
+    update_at: int
+
+
+def parse_v2_event_page(raw: object) -> tuple[int, tuple[AggregatedEvent, ...]]:
+    """One page of GET /v2/{project_id}/services/{service_id}/events: (total, items)."""
+    where = "v2_events"
+    obj = as_mapping(raw, where)
+    data = obj.get("data")
+    intern = sys.intern
+    events = []
+    for i, item in enumerate(() if data is None else as_list(data, f"{where}.data")):
+        at = f"{where}.data[{i}]"
+        entry = as_mapping(item, at)
+        count = req_number(entry, "event_count", at)
+        if count < 0 or not count.is_integer():
+            raise _fail(f"{at}.event_count", "expected a whole number >= 0")
+        create_at = opt_number(entry, "create_at", at)
+        update_at = opt_number(entry, "update_at", at)
+        if update_at is None:
+            update_at = create_at
+        if update_at is None:
+            raise _fail(f"{at}.update_at", "required")
+        events.append(
+            AggregatedEvent(
+                id=req_str(entry, "id", at),
+                event_type=intern(req_str(entry, "event_type", at).strip().lower()),
+                event_info=intern(opt_str(entry, "event_info", at)),
+                event_count=int(count),
+                create_at=int(create_at if create_at is not None else update_at),
+                update_at=int(update_at),
+            )
+        )
+    return _v2_total(obj, where), tuple(events)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from exporter.modelarts.models import Event, UpdateRecord
 
 EVENT_TYPES = ("normal", "abnormal")
+EVENT_TYPES_V2 = ("normal", "abnormal", "warning")  # v2 adds WARNING
 PHASES = (
     "image_build",
     "environment",

@@ -1,4 +1,5 @@
-"""Immutable state handed from the poller to the collector: swapped in whole, never mutated."""
+"""Immutable state handed from the poller to the collector and the status page: swapped in
+whole, never mutated."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from exporter.modelarts.models import ServiceDetails
+from exporter.modelarts.models import MonitorReading, ServiceDetails
 from exporter.polling.events import EventTotals, UpdateTotals
 
 
@@ -16,6 +17,8 @@ class EndpointState:
 
     success: bool
     last_success: float | None  # Unix seconds
+    last_attempt: float | None = None  # Unix seconds
+    error: str = ""  # the last failure in plain words ("" after a success); never a secret
 
 
 # eq=False: snapshots are compared by identity, so the collector can cache what it rendered
@@ -31,12 +34,30 @@ class ServiceSnapshot:
     events: EventTotals | None
     updates: UpdateTotals | None
     collect: Mapping[str, EndpointState]
+    generation: str = "v1"
+    monitor: MonitorReading | None = None
+    status: str = ""  # the last known status, lower-case ("" when never known)
+
+
+@dataclass(frozen=True)
+class ProjectSummary:
+    """One project's latest cycle, for the landing and status pages."""
+
+    project_id: str
+    generations: tuple[str, ...] = ("v1", "v2")
+    cycles: int = 0
+    last_cycle_seconds: float | None = None
+    last_cycle_finished: float | None = None  # Unix seconds
+    # generation -> why its list could not be read in the last cycle ("" when it was read)
+    list_errors: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, eq=False)
 class Snapshot:
     services: tuple[ServiceSnapshot, ...] = ()
     watched: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    projects: Mapping[str, ProjectSummary] = field(default_factory=lambda: MappingProxyType({}))
+    published_at: float | None = None  # Unix seconds
 
 
 EMPTY_SNAPSHOT = Snapshot()
