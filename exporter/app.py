@@ -22,6 +22,7 @@ from exporter.modelarts.http import HttpClient
 from exporter.modelarts.limits import RequestLimiter
 from exporter.modelarts.proxy import proxy_for
 from exporter.polling.poller import DiscoveryRule, Poller, PollSettings, ProjectPlan
+from exporter.polling.sources import ServiceSource, V1Source, V2Source
 from exporter.web import WebHandlers, create_web_app
 
 log = logging.getLogger("exporter")
@@ -75,7 +76,12 @@ class Exporter:
 
     def _plans(self, config: Config, http: HttpClient) -> dict[str, ProjectPlan]:
         p = config.polling
-        limiter = RequestLimiter(p.max_concurrency, p.max_requests_per_second)
+        # The budget is the account's: each of N shards allows itself a share of it.
+        limiter = RequestLimiter(
+            p.max_concurrency,
+            p.max_requests_per_second / max(1, self.options.total_shards),
+            quiet_period=p.interval,
+        )
         self._limiters.append(limiter)
         retry = RetryPolicy(retries=p.retries)
         plans = {}
@@ -95,8 +101,13 @@ class Exporter:
                 retry=retry,
             )
             d = project.discovery
+            sources: list[ServiceSource] = []
+            if "v1" in project.generations:
+                sources.append(V1Source(client))
+            if "v2" in project.generations:
+                sources.append(V2Source(client))
             plans[project.project_id] = ProjectPlan(
-                source=client,
+                sources=tuple(sources),
                 services=project.services,
                 discovery=DiscoveryRule(
                     enabled=d.enabled,
@@ -112,6 +123,9 @@ class Exporter:
         p = config.polling
         return PollSettings(
             interval=p.interval,
+            details_interval=p.details_interval,
+            events_interval=p.events_interval,
+            monitor_interval=p.monitor_interval,
             logs_interval=p.logs_interval,
             discovery_interval=p.discovery_interval,
             stale_after=p.stale_after,
@@ -126,9 +140,15 @@ class Exporter:
 
     def create_poller(self, config: Config, http: HttpClient) -> Poller:
         """A poller for `config` whose snapshots feed this exporter's exposition (not started)."""
+        plans = self._plans(config, http)
+        limiter = self._limiters[-1]
         poller = Poller(
-            self._plans(config, http), self._settings(config), on_cycle=self.metrics.poll_cycle
+            plans,
+            self._settings(config),
+            on_cycle=self.metrics.poll_cycle,
+            budget=lambda: limiter.rate,
         )
+        self.metrics.rate_limit = lambda: limiter.rate
         poller.subscribe(self.exposition.update)
         return poller
 
@@ -180,7 +200,10 @@ class Exporter:
             old_http = self._http
             http = self.create_http(config)
             self._http = http
-            await self.poller.replace(self._plans(config, http), self._settings(config))
+            plans = self._plans(config, http)
+            limiter = self._limiters[-1]
+            await self.poller.replace(plans, self._settings(config), budget=lambda: limiter.rate)
+            self.metrics.rate_limit = lambda: limiter.rate
             self._close_limiters(keep=1)
             self.config = config
             if old_http is not None:

@@ -261,7 +261,6 @@ _TLS_KEYS = ("ca_file",)
 _INFER_TYPES = ("real-time", "batch", "edge", "async-real-time")
 _SERVICE_STATUSES = (
     # v1
-
     "running",
     "deploying",
     "concerning",

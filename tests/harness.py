@@ -40,6 +40,11 @@ def sim_config(
     """A configuration watching the simulator at `url`, polling fast."""
     base = PollingConfig(
         interval=0.3,
+        # Safety nets every cycle: most functional tests check exactness per cycle. Tests of
+        # the list-driven schedule pass real intervals.
+        details_interval=0.0001,
+        events_interval=0.0001,
+        monitor_interval=0.0001,
         logs_interval=60.0,
         discovery_interval=0.3,
         timeout=5.0,

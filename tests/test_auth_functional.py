@@ -145,7 +145,8 @@ async def test_aksk_wrong_secret_reported_and_backed_off() -> None:
     rejected = sim.stats.auth_failures
     # the first cycle sends one request per service; afterwards the client waits 1 s, 2 s, ...
     assert 1 <= rejected <= 3 * 2 * 3, rejected
-    assert pick(samples, "modelarts_exporter_api_requests_total", endpoint="details", code="401")
+    # the list comes first in every cycle: the rejection is reported there
+    assert pick(samples, "modelarts_exporter_api_requests_total", endpoint="list", code="401")
     assert all(v == 0 for v in pick(samples, "modelarts_exporter_collect_success"))
 
 

@@ -101,53 +101,89 @@ async def test_late_events_inside_the_lookback_are_counted_once() -> None:
 
 
 async def test_steady_state_call_budget_and_update_logs() -> None:
+    """The list is the heartbeat: in steady state a cycle costs one list call, plus events for
+    services in a transitional status; a change in a list entry costs that service one details
+    and one events call; counters from the list reach /metrics in the same cycle."""
     sim = Simulation(seed=14, services=10, dynamic=False)
-    async with (
-        serve(sim) as url,
-        manual_poller(sim_config(url, logs_interval=3600)) as (poller, exporter),
-    ):
-        project = poller.project_ids[0]
-        await poller.run_cycle(project)  # first poll: discovery, details, events, logs
-        sim.stats.reset()
-        cycles = 5
-        for _ in range(cycles):
+    async with serve(sim) as api_url:
+        config = sim_config(
+            api_url, logs_interval=3600, details_interval=3600, events_interval=3600
+        )
+        async with manual_poller(config) as (poller, exporter):
+            project = poller.project_ids[0]
+            await poller.run_cycle(project)  # first poll: list, details, events, logs
+            n = len(sim.services)
+            settled = {"running", "stopped", "failed", "finished"}
+            moving = [sid for sid, svc in sim.services.items() if svc.status not in settled]
+            sim.stats.reset()
+            cycles = 5
+            for _ in range(cycles):
+                await poller.run_cycle(project)
+            per_endpoint = sim.stats.by_endpoint()
+            assert per_endpoint.get("list", 0) == cycles
+            assert per_endpoint.get("details", 0) == 0
+            assert per_endpoint.get("events", 0) == cycles * len(moving)
+            assert per_endpoint.get("logs", 0) == 0
+            assert len(moving) < n
+            # a status change: that service alone gets details and events, in the next cycle
+            steady = next(
+                sid
+                for sid, svc in sim.services.items()
+                if svc.status == "running" and sid not in moving
+            )
+            sim.set_status(steady, "concerning")
+            sim.add_invocations(steady, 7, 2)
+            sim.stats.reset()
             await poller.run_cycle(project)
-        per_endpoint = sim.stats.by_endpoint()
-        n = len(sim.services)
-        assert per_endpoint.get("details", 0) == cycles * n
-        assert per_endpoint.get("events", 0) == cycles * n
-        assert per_endpoint.get("logs", 0) == 0
-        # an update changes update_time: that service, and only it, has its log read once
-        sid = next(iter(sim.services))
-        t = sim.add_update(sid, "FAIL")
-        sim.stats.reset()
-        await poller.run_cycle(project)
-        await poller.run_cycle(project)
-        assert sim.stats.count("logs") == 1 and sim.stats.count("logs", sid) == 1
-        samples = exposed(exporter)
-        truth = sim.updates_of(sid)
-        for result in ("SUCCESS", "FAIL"):
-            expected = sum(1 for u in truth if u.result == result)
+            assert sim.stats.count("details") == 1 and sim.stats.count("details", steady) == 1
+            assert sim.stats.count("events", steady) == 1
+            samples = exposed(exporter)
+            assert (
+                one(samples, "modelarts_service_status", service_id=steady, status="concerning")
+                == 1
+            )
+            truth = sim.invocations_at(sim.service(steady), sim.now_ms())
+            assert (
+                one(samples, "modelarts_service_invocations_total", service_id=steady) == truth[0]
+            )
+            # an update is an operation (the list entry moves): that service alone has its
+            # details and then, as its update_time changed, its log read once
+            sid = next(iter(sim.services))
+            t = sim.add_update(sid, "FAIL")
+            sim.stats.reset()
+            await poller.run_cycle(project)
+            await poller.run_cycle(project)
+            assert sim.stats.count("logs") == 1 and sim.stats.count("logs", sid) == 1
+            samples = exposed(exporter)
+            truth = sim.updates_of(sid)
+            for result in ("SUCCESS", "FAIL"):
+                expected = sum(1 for u in truth if u.result == result)
+                assert (
+                    one(
+                        samples,
+                        "modelarts_service_updates_total",
+                        service_id=sid,
+                        result=result.lower(),
+                    )
+                    == expected
+                )
+            assert (
+                one(samples, "modelarts_service_last_update_timestamp_seconds", service_id=sid)
+                == t / 1000
+            )
+            assert (
+                one(samples, "modelarts_service_last_update_result", service_id=sid, result="fail")
+                == 1
+            )
             assert (
                 one(
                     samples,
-                    "modelarts_service_updates_total",
+                    "modelarts_service_last_update_result",
                     service_id=sid,
-                    result=result.lower(),
+                    result="success",
                 )
-                == expected
+                == 0
             )
-        assert (
-            one(samples, "modelarts_service_last_update_timestamp_seconds", service_id=sid)
-            == t / 1000
-        )
-        assert (
-            one(samples, "modelarts_service_last_update_result", service_id=sid, result="fail") == 1
-        )
-        assert (
-            one(samples, "modelarts_service_last_update_result", service_id=sid, result="success")
-            == 0
-        )
 
 
 async def test_running_update_is_counted_once_when_it_finishes() -> None:

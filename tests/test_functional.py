@@ -149,8 +149,12 @@ async def test_metrics_served_from_memory_while_api_unreachable() -> None:
                 assert pick(after, "modelarts_service_invocations_total", service_id=sid) == pick(
                     before, "modelarts_service_invocations_total", service_id=sid
                 )
+            # the list is the heartbeat: its failure is what shows, for every service it covers
             assert pick(
-                after, "modelarts_exporter_api_requests_total", endpoint="details", code="error"
+                after, "modelarts_exporter_api_requests_total", endpoint="list", code="error"
+            )
+            assert all(
+                v == 0 for v in pick(after, "modelarts_exporter_collect_success", endpoint="details")
             )
 
 

@@ -110,7 +110,8 @@ async def test_a_minute_of_faults_then_convergence() -> None:
 async def test_rate_limit_and_concurrency_cap_hold_at_the_server() -> None:
     sim = Simulation(seed=32, services=12, dynamic=False)
     sim.faults.slow_rate, sim.faults.slow_seconds = 0.3, 0.2
-    config = sim_config("", max_requests_per_second=5, max_concurrency=2)
+    # interval 10 s: the whole first poll fits one cycle's budget (5/s x 10 s)
+    config = sim_config("", max_requests_per_second=5, max_concurrency=2, interval=10.0)
     async with (
         serve(sim) as api_url,
         manual_poller(replace(config, projects=sim_config(api_url).projects)) as (poller, _),
@@ -202,7 +203,6 @@ async def test_discovery_follows_services_across_pages_with_filters() -> None:
             added = sim.add_service(name="keep-new", status="concerning")
             removed = next(s for s in sim.services if sim.services[s].service_name == "keep-0")
             sim.delete_service(removed)
-            poller._discovered_at.clear()  # the discovery interval has passed
             await poller.run_cycle(pid)
             ids = service_ids(exposed(exporter))
             assert added in ids and removed not in ids

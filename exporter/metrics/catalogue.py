@@ -205,8 +205,7 @@ REQUESTS_LAST_MINUTE = _svc(
 MODEL_RUNNING_INSTANCES = _svc(
     "modelarts_service_model_running_instances",
     "gauge",
-    "Running instances of each model (v1: monitor API; v2: instance group running_count)"
-    + _LAST,
+    "Running instances of each model (v1: monitor API; v2: instance group running_count)" + _LAST,
     *_MODEL_LABELS,
 )
 MODEL_CPU_USED = _model("modelarts_service_model_cpu_cores_used", "gauge", "CPU cores in use")

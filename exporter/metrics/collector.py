@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from exporter.metrics import catalogue as cat
 from exporter.metrics.catalogue import MetricSpec
-from exporter.modelarts.models import ServiceDetails
+from exporter.modelarts.models import ModelUsage, MonitorReading, ServiceDetails
 from exporter.polling.events import EventTotals, UpdateTotals
 from exporter.polling.snapshot import EndpointState, ServiceSnapshot, Snapshot
 
@@ -81,14 +81,17 @@ def _static_details(base: str, d: ServiceDetails) -> Block:
             ("cluster_id", d.cluster_id),
             ("pool_name", d.pool_name),
             ("owner", d.owner),
+            ("generation", d.generation),
         ),
     )
-    for status in cat.KNOWN_STATUSES:
+    known = cat.KNOWN_STATUSES_V2 if d.generation == "v2" else cat.KNOWN_STATUSES
+    for status in known:
         out.add(cat.SERVICE_STATUS, 1 if d.status == status else 0, (("status", status),))
-    if d.status and d.status not in cat.KNOWN_STATUSES:
+    if d.status and d.status not in known:
         out.add(cat.SERVICE_STATUS, 1, (("status", d.status),))
     seen_models: set[tuple[str, str, str, str]] = set()
     seen_traffic: set[tuple[str, str, str]] = set()
+    seen_running: set[tuple[str, str, str]] = set()
     for m in d.models:
         model = (
             ("model_id", m.model_id),
@@ -105,6 +108,9 @@ def _static_details(base: str, d: ServiceDetails) -> Block:
         if m.weight is not None and key[:3] not in seen_traffic:
             seen_traffic.add(key[:3])
             out.add(cat.MODEL_TRAFFIC, m.weight / 100.0, model)
+        if m.running_count is not None and key[:3] not in seen_running:
+            seen_running.add(key[:3])  # v2 instance groups (v1: from the monitor API)
+            out.add(cat.MODEL_RUNNING_INSTANCES, m.running_count, (*model, ("node_id", "")))
     if d.publish_at is not None:
         out.add(cat.PUBLISHED_TS, d.publish_at / 1000.0)
     return out.block()
@@ -112,6 +118,7 @@ def _static_details(base: str, d: ServiceDetails) -> Block:
 
 def _static_key(d: ServiceDetails) -> Hashable:
     return (
+        d.generation,
         d.infer_type,
         d.workspace_id,
         d.cluster_id,
@@ -143,7 +150,7 @@ def _dynamic_details(base: str, d: ServiceDetails) -> Block:
 
 def _events(base: str, ev: EventTotals) -> Block:
     out = _Lines(base)
-    types = list(cat.EVENT_TYPES) + sorted({t for t, _ in ev.counts} - set(cat.EVENT_TYPES))
+    types = list(ev.types) + sorted({t for t, _ in ev.counts} - set(ev.types))
     for event_type in types:
         phases = list(cat.PHASES) + sorted(
             {p for t, p in ev.counts if t == event_type} - set(cat.PHASES)
@@ -156,6 +163,52 @@ def _events(base: str, ev: EventTotals) -> Block:
             )
     for event_type, ms in sorted(ev.last_occur_ms.items()):
         out.add(cat.LAST_EVENT_TS, ms / 1000.0, (("event_type", event_type),))
+    return out.block()
+
+
+_MODEL_USAGE: tuple[tuple[MetricSpec, Callable[[ModelUsage], float | None]], ...] = (
+    (cat.MODEL_RUNNING_INSTANCES, lambda u: u.running_instances),
+    (cat.MODEL_CPU_USED, lambda u: u.cpu_cores_used),
+    (cat.MODEL_CPU, lambda u: u.cpu_cores),
+    (cat.MODEL_MEMORY_USED, lambda u: u.memory_used_bytes),
+    (cat.MODEL_MEMORY, lambda u: u.memory_bytes),
+    (cat.MODEL_GPUS_USED, lambda u: u.gpus_used),
+    (cat.MODEL_GPUS, lambda u: u.gpus),
+    (cat.MODEL_GPU_MEMORY_USED, lambda u: u.gpu_memory_used_bytes),
+    (cat.MODEL_GPU_MEMORY, lambda u: u.gpu_memory_bytes),
+    (cat.MODEL_NPUS_USED, lambda u: u.npus_used),
+    (cat.MODEL_NPUS, lambda u: u.npus),
+    (cat.MODEL_NPU_MEMORY_USED, lambda u: u.npu_memory_used_bytes),
+    (cat.MODEL_NPU_MEMORY, lambda u: u.npu_memory_bytes),
+    (cat.MODEL_INVOCATIONS, lambda u: u.invocations),
+    (cat.MODEL_FAILURES, lambda u: u.failures),
+)
+
+
+_USAGE_LABELS = ("model_id", "model_name", "model_version", "node_id")
+
+
+def _monitor(base: str, mon: MonitorReading) -> Block:
+    """Resource usage; a field the API left out gives no line (never a made-up 0)."""
+    out = _Lines(base)
+    for spec, value in (
+        (cat.SERVICE_INSTANCES, mon.instances),
+        (cat.SERVICE_RUNNING_INSTANCES, mon.running_instances),
+        (cat.REQUESTS_LAST_MINUTE, mon.requests_last_minute),
+    ):
+        if value is not None:
+            out.add(spec, value)
+    seen: set[tuple[str, str, str, str]] = set()
+    for usage in mon.models:
+        key = (usage.model_id, usage.model_name, usage.model_version, usage.node_id)
+        if key in seen:  # a duplicate label set would make Prometheus reject the scrape
+            continue
+        seen.add(key)
+        labels = tuple(zip(_USAGE_LABELS, key, strict=True))
+        for spec, field in _MODEL_USAGE:
+            value = field(usage)
+            if value is not None:
+                out.add(spec, value, labels)
     return out.block()
 
 
@@ -190,7 +243,16 @@ def _collect(svc: ServiceSnapshot) -> Block:
 class _ServiceCache:
     """What was rendered for one service, block by block, with the inputs it came from."""
 
-    __slots__ = ("base", "base_key", "collect", "dynamic", "events", "static", "updates")
+    __slots__ = (
+        "base",
+        "base_key",
+        "collect",
+        "dynamic",
+        "events",
+        "monitor",
+        "static",
+        "updates",
+    )
 
     def __init__(self) -> None:
         self.reset()
@@ -202,6 +264,7 @@ class _ServiceCache:
         self.dynamic: tuple[ServiceDetails, Block] | None = None
         self.events: tuple[EventTotals, Block] | None = None
         self.updates: tuple[UpdateTotals, Block] | None = None
+        self.monitor: tuple[MonitorReading, Block] | None = None
         self.collect: tuple[tuple[tuple[str, EndpointState], ...], Block] | None = None
 
 
@@ -250,6 +313,11 @@ class ServiceRenderer:
             updates = _cached(cache.updates, up, lambda: _updates(base, up))
             cache.updates = updates
             blocks.append(updates[1])
+        mon = svc.monitor
+        if mon is not None:
+            monitor = _cached(cache.monitor, mon, lambda: _monitor(base, mon))
+            cache.monitor = monitor
+            blocks.append(monitor[1])
         collect = _cached(cache.collect, tuple(svc.collect.items()), lambda: _collect(svc))
         cache.collect = collect
         blocks.append(collect[1])

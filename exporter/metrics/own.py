@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -68,6 +69,12 @@ class ExporterMetrics:
         )
         self._reload_ok = Gauge(_base(cat.CONFIG_RELOAD_OK), cat.CONFIG_RELOAD_OK.help, registry=r)
         self._reload_ok.set(1)
+        self._throttled = Counter(
+            _base(cat.API_THROTTLED), cat.API_THROTTLED.help, cat.API_THROTTLED.labels, registry=r
+        )
+        self.rate_limit: Callable[[], float] | None = None  # set by the app: the limiter's rate
+        rate = Gauge(_base(cat.API_RATE_LIMIT), cat.API_RATE_LIMIT.help, registry=r)
+        rate.set_function(lambda: self.rate_limit() if self.rate_limit else float("nan"))
         self._request_children: dict[tuple[str, str], Counter] = {}
         self._duration_children: dict[str, Histogram] = {}
 
@@ -87,6 +94,9 @@ class ExporterMetrics:
 
     def retried(self, endpoint: str) -> None:
         self._retries.labels(endpoint).inc()
+
+    def throttled(self, endpoint: str) -> None:
+        self._throttled.labels(endpoint).inc()
 
     def token_refreshed(self, ok: bool) -> None:
         (self._refreshes if ok else self._refresh_failures).inc()

@@ -1,5 +1,5 @@
-"""The ModelArts v1 client: endpoints, pagination, retries, and translation of every failure
-into the exception tree of `exporter.modelarts.errors`."""
+"""The ModelArts client of one project: v1 and v2 endpoints, pagination, retries, and translation
+of every failure into the exception tree of `exporter.modelarts.errors`."""
 
 from __future__ import annotations
 
@@ -27,21 +27,28 @@ from exporter.modelarts.errors import (
 from exporter.modelarts.http import HttpClient, HttpError, describe, route_for
 from exporter.modelarts.limits import RequestLimiter
 from exporter.modelarts.models import (
+    AggregatedEvent,
     Event,
     EventRead,
+    MonitorReading,
     ServiceDetails,
     ServiceSummary,
     UpdateRecord,
     parse_details,
     parse_event_page,
+    parse_monitor,
     parse_service_page,
     parse_update_logs,
+    parse_v2_details,
+    parse_v2_event_page,
+    parse_v2_service_page,
 )
 from exporter.modelarts.observer import ApiObserver
-from exporter.modelarts.pagination import MAX_PAGES, read_all_consistent
+from exporter.modelarts.pagination import MAX_PAGES, read_all_consistent, read_limit_pages
 from exporter.modelarts.signing import canonical_query
 
 MAX_RETRY_AFTER = 120.0
+V2_PAGE_SIZE = 500  # the v2 API's maximum `limit`
 
 
 @dataclass(frozen=True)
@@ -164,16 +171,17 @@ class ModelArtsClient:
     def __repr__(self) -> str:
         return f"ModelArtsClient(endpoint={self._endpoint!r}, project_id={self.project_id!r})"
 
-    def _path(self, *parts: str) -> str:
-        path = self._paths.get(parts)
+    def _path(self, *parts: str, generation: str = "v1") -> str:
+        key = (generation, *parts)
+        path = self._paths.get(key)
         if path is None:
             quoted = "/".join(quote(p, safe="") for p in parts)
-            path = f"{self._base_path}/v1/{quote(self.project_id, safe='')}/services" + (
+            path = f"{self._base_path}/{generation}/{quote(self.project_id, safe='')}/services" + (
                 f"/{quoted}" if parts else ""
             )
             if len(self._paths) > 100_000:  # bounded: services come and go over months
                 self._paths.clear()
-            self._paths[parts] = path
+            self._paths[key] = path
         return path
 
     # -- endpoints ----------------------------------------------------------------------------
@@ -235,6 +243,63 @@ class ModelArtsClient:
             return EventRead(events=None, fingerprint=previous)
         return EventRead(events=events, fingerprint=single_page[0] if single_page else None)
 
+    async def get_monitor(self, service_id: str) -> MonitorReading:
+        raw = await self._get("monitor", self._path(service_id, "monitor"), [])
+        return parse_monitor(raw)
+
+    # -- v2 (new-generation) endpoints --------------------------------------------------------
+
+    async def v2_get_details(self, service_id: str) -> ServiceDetails:
+        raw = await self._get("v2_details", self._path(service_id, generation="v2"), [])
+        return parse_v2_details(raw)
+
+    async def v2_list_services(self, workspace_id: str | None = None) -> list[ServiceSummary]:
+        """Every v2 service of the project, oldest first by create_at so that new services
+        land on the last page (see `read_limit_pages`), de-duplicated by id."""
+        path = self._path(generation="v2")
+
+        async def fetch(offset: int) -> tuple[int, tuple[ServiceSummary, ...]]:
+            params: list[tuple[str, object]] = [
+                ("limit", V2_PAGE_SIZE),
+                ("offset", offset),
+                ("sort_dir", "ASC"),
+                ("sort_key", "create_at"),
+            ]
+            if workspace_id is not None:
+                params.append(("workspace_id", workspace_id))
+            return parse_v2_service_page(await self._get("v2_list", path, params))
+
+        found: dict[str, ServiceSummary] = {}
+        for item in await read_limit_pages(fetch, V2_PAGE_SIZE, endpoint="v2_list"):
+            found.setdefault(item.service_id, item)
+        return list(found.values())
+
+    async def v2_list_events(
+        self, service_id: str, stop_before: int | None
+    ) -> list[AggregatedEvent]:
+        """Aggregated events, most recently updated first, until the whole history
+        (stop_before None) or a page that reaches records last updated before `stop_before`
+        (ms): an event that occurred again has a new update_at, so it sorts before those. A
+        record that grows while the pages are read moves to the front: it can be read twice
+        (and is counted once), never missed."""
+        path = self._path(service_id, "events", generation="v2")
+
+        async def fetch(offset: int) -> tuple[int, tuple[AggregatedEvent, ...]]:
+            params: list[tuple[str, object]] = [
+                ("limit", V2_PAGE_SIZE),
+                ("offset", offset),
+                ("sort_dir", "DESC"),
+                ("sort_key", "update_at"),
+            ]
+            return parse_v2_event_page(await self._get("v2_events", path, params))
+
+        def older_than_needed(page: Sequence[AggregatedEvent]) -> bool:
+            return stop_before is not None and min(e.update_at for e in page) < stop_before
+
+        return await read_limit_pages(
+            fetch, V2_PAGE_SIZE, endpoint="v2_events", stop=older_than_needed
+        )
+
     # -- transport ----------------------------------------------------------------------------
 
     async def _get(self, endpoint: str, path: str, params: Sequence[tuple[str, object]]) -> Any:
@@ -271,6 +336,9 @@ class ModelArtsClient:
                     self._trip_auth_gate()
                 raise
             except (TransportError, ApiError) as err:
+                if isinstance(err, ApiError) and err.throttling:
+                    self._observer.throttled(endpoint)
+                    self._limiter.throttled()
                 retryable = isinstance(err, TransportError) or (
                     isinstance(err, ApiError) and err.retryable
                 )

@@ -62,6 +62,17 @@ class ApiError(ModelArtsError):
     def retryable(self) -> bool:
         return self.status == 429 or self.status >= 500
 
+    @property
+    def throttling(self) -> bool:
+        """The answer said "slow down" (the gateway's or ModelArts' throttling)."""
+        return self.status == 429 or self.code in THROTTLING_CODES
+
+
+# API Gateway flow control, and ModelArts' "too many requests" / "threshold" / "system busy".
+THROTTLING_CODES = frozenset(
+    {"APIG.0308", "APIGW.0308", "ModelArts.2799", "ModelArts.4206", "ModelArts.6101"}
+)
+
 
 class NotFoundError(ApiError):
     """404: the service (or project) does not exist."""

@@ -1,4 +1,6 @@
-"""Process-wide request budget: a concurrency cap and a sliding one-second rate window."""
+"""Process-wide request budget: a concurrency cap and a sliding one-second rate window whose rate
+adapts to throttling (AIMD: halved on a "slow down" answer, raised by a tenth of the budget per
+quiet period, never above the budget)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 SERVER_SKEW_MARGIN = 0.03
+MIN_RATE = 0.1  # requests per second: throttling never stops polling altogether
 
 
 class RequestLimiter:
@@ -20,21 +23,61 @@ class RequestLimiter:
         max_concurrency: int,
         max_per_second: float,
         *,
+        quiet_period: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._semaphore = asyncio.Semaphore(max(1, max_concurrency))
-        # A fractional rate (0.5/s) becomes "1 start per 1/rate seconds".
-        self._per_window = max(1, int(max_per_second))
-        self._window = self._per_window / max_per_second
+        self.budget = max_per_second
+        self._quiet_period = quiet_period
+        self._rate = max_per_second
+        self._per_window = 1
+        self._window = 1.0
+        self._set_rate(max_per_second)
+        self._last_throttled = -float("inf")
+        self._last_change = -float("inf")
+        self.throttle_count = 0
         self._starts: deque[float] = deque()
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._pacer: asyncio.Task[None] | None = None
         self._clock = clock
         self._sleep = sleep
 
+    def _set_rate(self, rate: float) -> None:
+        # A fractional rate (0.5/s) becomes "1 start per 1/rate seconds".
+        self._rate = rate
+        self._per_window = max(1, int(rate))
+        self._window = self._per_window / rate
+
+    @property
+    def rate(self) -> float:
+        """The rate allowed now (requests per second)."""
+        self._recover(self._clock())
+        return self._rate
+
+    def throttled(self) -> None:
+        """The API said "slow down": halve the rate, at most once per window (requests in
+        flight when the first answer came would otherwise halve it again and again)."""
+        now = self._clock()
+        self.throttle_count += 1
+        self._last_throttled = now
+        if now - self._last_change >= max(1.0, self._window):
+            self._set_rate(max(MIN_RATE, self._rate / 2))
+            self._last_change = now
+
+    def _recover(self, now: float) -> None:
+        if self._rate >= self.budget:
+            return
+        if now - self._last_throttled >= self._quiet_period and (
+            now - self._last_change >= self._quiet_period
+        ):
+            self._set_rate(min(self.budget, self._rate + self.budget / 10))
+            self._last_change = now
+
     def _try_start(self) -> bool:
         now = self._clock()
+        if self._rate < self.budget:
+            self._recover(now)
         starts = self._starts
         while starts and now - starts[0] >= self._window:
             starts.popleft()

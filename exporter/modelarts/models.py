@@ -482,9 +482,7 @@ def _v2_group(raw: object, where: str) -> tuple[ModelConfig, str]:
     if units is not None:
         unit_list = as_list(units, f"{where}.unit_configs")
         if unit_list:
-            flavor = opt_str(
-                as_mapping(unit_list[0], f"{where}.unit_configs[0]"), "flavor", where
-            )
+            flavor = opt_str(as_mapping(unit_list[0], f"{where}.unit_configs[0]"), "flavor", where)
     config = ModelConfig(
         model_id=opt_str(group, "id", where),
         model_name=opt_str(group, "name", where),

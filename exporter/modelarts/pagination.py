@@ -45,3 +45,37 @@ async def read_all_consistent(fetch: FetchPage[T], *, endpoint: str) -> list[T]:
     raise MalformedResponseError(
         f"{endpoint}: the list kept changing while it was paged", endpoint=endpoint
     )
+
+
+async def read_limit_pages(
+    fetch: FetchPage[T],
+    page_size: int,
+    *,
+    endpoint: str,
+    stop: Callable[[Sequence[T]], bool] = lambda page: False,
+) -> list[T]:
+    """The v2 way: `offset` must be a multiple of `limit`, so pages are `page_size` apart.
+    Reads until `total` rows arrived, a page is empty or `stop(page)` says the rest is not
+    needed. A read during which `total` moved (rows were added or removed, shifting every page)
+    is done again. A short page before the end means the server caps `limit` lower than asked:
+    the read starts over with that page size, so that no offset skips rows."""
+    for _ in range(ATTEMPTS):
+        rows: list[T] = []
+        total: int | None = None
+        for index in range(MAX_PAGES):
+            page_total, page = await fetch(index * page_size)
+            if total is None:
+                total = page_total
+            elif page_total != total:
+                break
+            rows.extend(page)
+            if not page or len(rows) >= total or stop(page):
+                return rows
+            if len(page) < page_size:
+                page_size = len(page)
+                break
+        else:
+            raise MalformedResponseError(f"{endpoint}: pagination did not end", endpoint=endpoint)
+    raise MalformedResponseError(
+        f"{endpoint}: the list kept changing while it was paged", endpoint=endpoint
+    )

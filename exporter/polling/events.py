@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from exporter.modelarts.models import Event, UpdateRecord
+from exporter.modelarts.models import AggregatedEvent, Event, UpdateRecord
 
 EVENT_TYPES = ("normal", "abnormal")
 EVENT_TYPES_V2 = ("normal", "abnormal", "warning")  # v2 adds WARNING
@@ -59,6 +59,7 @@ class EventTotals:
 
     counts: Mapping[tuple[str, str], int]
     last_occur_ms: Mapping[str, int]
+    types: tuple[str, ...] = EVENT_TYPES  # emitted even at 0 (v2 adds warning)
 
 
 class EventCursor:
@@ -130,6 +131,67 @@ class EventCursor:
         recognises an unchanged service by identity)."""
         if self._totals is None:
             self._totals = EventTotals(counts=dict(self._counts), last_occur_ms=dict(self._last))
+        return self._totals
+
+
+class AggregatedEventCursor:
+    """Exact counting of v2 events for one service.
+
+    A v2 record is one message that occurred `event_count` times, first at create_at and last
+    at update_at. The counter is the sum of event_count over distinct ids: a record seen for the
+    first time adds its whole count, a grown one adds its growth, a shrunk or vanished one
+    subtracts nothing. Counted ids are remembered for good: forgetting one and meeting it again
+    after it grew would count its history twice. Records are aggregated, so they are few (one
+    per distinct message), unlike v1's one row per occurrence.
+
+    Reads after the first stop at records last updated before `stop_before()`: a record that
+    occurred again carries a new update_at, so it is read; one that shows up with an update_at
+    older than the newest seen minus the lookback is late beyond the window (as for v1)."""
+
+    def __init__(self, lookback_ms: int) -> None:
+        self._lookback_ms = max(0, lookback_ms)
+        self._newest: int | None = None
+        self._known: dict[str, int] = {}
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._last: dict[str, int] = {}
+        self._totals: EventTotals | None = None
+
+    def stop_before(self) -> int | None:
+        """Records updated before this (ms) need not be read; None: read the whole history."""
+        if self._newest is None:
+            return None
+        return self._newest - self._lookback_ms
+
+    def apply(self, events: Iterable[AggregatedEvent]) -> int:
+        """Take one read; returns how many occurrences were newly counted."""
+        added = 0
+        newest = self._newest
+        for event in events:
+            counted = self._known.get(event.id, 0)
+            growth = event.event_count - counted
+            if growth > 0 or event.id not in self._known:
+                self._known[event.id] = max(event.event_count, counted)
+            if growth > 0:
+                self._counts[(event.event_type, classify_phase(event.event_info))] += growth
+                added += growth
+                if event.update_at > self._last.get(event.event_type, -1):
+                    self._last[event.event_type] = event.update_at
+            if newest is None or event.update_at > newest:
+                newest = event.update_at
+        self._newest = newest
+        if added:
+            self._totals = None
+        return added
+
+    @property
+    def known_ids(self) -> int:
+        return len(self._known)
+
+    def totals(self) -> EventTotals:
+        if self._totals is None:
+            self._totals = EventTotals(
+                counts=dict(self._counts), last_occur_ms=dict(self._last), types=EVENT_TYPES_V2
+            )
         return self._totals
 
 

@@ -1,9 +1,12 @@
 """The polling loop: one task per project, cycles that never overlap, one snapshot per cycle.
 
-Per watched service and cycle: one details call and one events call (from the newest seen event
-minus the lookback); the update log only on the first poll, when the details' update_time or status
-changed, every logs_interval as a safety net, and at most once a minute while the newest update
-record is still RUNNING.
+The service list of each API generation is the heartbeat (SPEC §6): read once per cycle, it
+brings every watched service's status (and, for v1, progress and invocation counters). Calls per
+service follow change: details when the list entry changed, on the first poll and every
+details_interval; events on the first poll, on a change, every cycle while the status is
+transitional and every events_interval; v1 update logs as before; the v1 monitor every
+monitor_interval while the service serves. A cycle spends at most what the request budget allows
+in one interval; the rest waits for the next cycle, oldest data first.
 """
 
 from __future__ import annotations
@@ -11,36 +14,27 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Protocol
 
-from exporter.modelarts.errors import ModelArtsError, NotFoundError
-from exporter.modelarts.models import EventRead, ServiceDetails, ServiceSummary, UpdateRecord
-from exporter.polling.events import EventCursor, UpdateTracker
-from exporter.polling.snapshot import EMPTY_SNAPSHOT, EndpointState, ServiceSnapshot, Snapshot
+from exporter.modelarts.errors import ApiError, ModelArtsError, NotFoundError
+from exporter.modelarts.models import MonitorReading, ServiceDetails, ServiceSummary
+from exporter.polling.events import UpdateTracker
+from exporter.polling.snapshot import (
+    EMPTY_SNAPSHOT,
+    EndpointState,
+    ProjectSummary,
+    ServiceSnapshot,
+    Snapshot,
+)
+from exporter.polling.sources import EventState, ServiceSource
 
 log = logging.getLogger("exporter.poller")
-
-
-class ServiceSource(Protocol):
-    """What the poller needs from the cloud client of one project."""
-
-    project_id: str
-
-    async def get_details(self, service_id: str) -> ServiceDetails: ...
-
-    async def list_events(
-        self, service_id: str, start_time: int | None, *, previous: bytes | None = None
-    ) -> EventRead: ...
-
-    async def get_update_logs(self, service_id: str) -> tuple[UpdateRecord, ...]: ...
-
-    async def list_services(self, workspace_id: str | None = None) -> list[ServiceSummary]: ...
 
 
 @dataclass(frozen=True)
@@ -63,14 +57,21 @@ class DiscoveryRule:
 class ProjectPlan:
     """What to watch in one project and through which source."""
 
-    source: ServiceSource
+    sources: tuple[ServiceSource, ...]  # the generations to use, v1 first
     services: tuple[str, ...] = ()
     discovery: DiscoveryRule = DiscoveryRule()
+
+    @property
+    def project_id(self) -> str:
+        return self.sources[0].project_id
 
 
 @dataclass(frozen=True)
 class PollSettings:
     interval: float = 30.0
+    details_interval: float = 300.0
+    events_interval: float = 300.0
+    monitor_interval: float = 60.0  # 0: off
     logs_interval: float = 600.0
     discovery_interval: float = 300.0
     stale_after: float = 300.0
@@ -91,6 +92,66 @@ def in_shard(service_id: str, shard: int, total_shards: int) -> bool:
     return int.from_bytes(digest[:8], "big") % total_shards == shard
 
 
+def phase_of(service_id: str, salt: str) -> float:
+    """A stable fraction in [0, 1) per service, to spread safety-net calls over their interval
+    instead of making every service due in the same cycle."""
+    digest = hashlib.sha256(f"{salt}:{service_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+# Statuses after which nothing happens by itself: events are then only read on a change or by the
+# safety net; in any other status (deploying, concerning, stopping...) every cycle (SPEC §6).
+SETTLED = frozenset({"running", "stopped", "failed", "finished", "error"})
+SERVING = frozenset({"running", "concerning"})
+
+
+def _details_from_row(row: ServiceSummary) -> ServiceDetails:
+    """What the list alone says about a service whose details were never read."""
+    return ServiceDetails(
+        service_id=row.service_id,
+        service_name=row.service_name,
+        infer_type=row.infer_type,
+        workspace_id=row.workspace_id,
+        cluster_id="",
+        pool_name="",
+        owner=row.owner,
+        status=row.status,
+        progress=row.progress,
+        invocation_times=row.invocation_times,
+        failed_times=row.failed_times,
+        publish_at=row.publish_at,
+        update_time=None,
+        transition_at=row.transition_at,
+        due_time=None,
+        models=(),
+        generation=row.generation,
+    )
+
+
+def _merge(details: ServiceDetails, row: ServiceSummary) -> ServiceDetails:
+    """The details with what the (newer) list row says overlaid."""
+    if row.generation == "v2":
+        changes: dict[str, object] = {"status": row.status or details.status}
+        if row.owner:
+            changes["owner"] = row.owner
+    else:
+        changes = {"status": row.status or details.status}
+        for name in ("progress", "invocation_times", "failed_times", "transition_at"):
+            value = getattr(row, name)
+            if value is not None:
+                changes[name] = value
+        if row.publish_at is not None:
+            changes["publish_at"] = row.publish_at
+    if all(getattr(details, k) == v for k, v in changes.items()):
+        return details
+    return replace(details, **changes)  # type: ignore[arg-type]
+
+
+def _details_key(d: ServiceDetails) -> tuple[object, ...]:
+    """A change key for a service no list covers (compared like a list row's change_key)."""
+    return ("details", d.status, d.transition_at, d.publish_at, d.update_time)
+
+
 @dataclass
 class ServiceState:
     """The poller's private, mutable memory of one service."""
@@ -98,29 +159,87 @@ class ServiceState:
     project_id: str
     service_id: str
     lookback_ms: int
+    generation: str | None = None
     name: str = ""
-    details: ServiceDetails | None = None
-    cursor: EventCursor = field(init=False)
+    row: ServiceSummary | None = None  # its entry in the last list that covered it
+    details: ServiceDetails | None = None  # from the last details call
+    merged: ServiceDetails | None = None  # what is published: details overlaid with the row
+    merged_from: tuple[object, ...] = ()
+    details_key: tuple[object, ...] | None = None  # change key when details were last read
+    details_due: float = 0.0  # monotonic: the next safety-net read
+    events: EventState | None = None
     events_polled: bool = False
-    events_fingerprint: bytes | None = None  # of the last one-page events read
+    events_key: tuple[object, ...] | None = None
+    events_due: float = 0.0
     updates: UpdateTracker = field(default_factory=UpdateTracker)
     logs_polled: bool = False
     logs_fetched_at: float = 0.0  # monotonic
-    logs_for: tuple[float | None, str] | None = None  # (update_time, status) seen at the last fetch
+    logs_due: float = 0.0
+    logs_for: tuple[float | None, str] | None = None  # (update_time, status) at the last fetch
+    monitor: MonitorReading | None = None
+    monitor_due: float = 0.0
     collect: dict[str, EndpointState] = field(default_factory=dict)
     snapshot: ServiceSnapshot | None = None
 
-    def __post_init__(self) -> None:
-        self.cursor = EventCursor(self.lookback_ms)
-
-    def mark(self, endpoint: str, ok: bool, now: float) -> None:
+    def mark(self, endpoint: str, ok: bool, now: float, error: str = "") -> None:
         previous = self.collect.get(endpoint)
+        if ok and previous is not None and previous.success and previous.last_success == now:
+            return
         last = now if ok else (previous.last_success if previous else None)
-        self.collect[endpoint] = EndpointState(success=ok, last_success=last)
+        self.collect[endpoint] = EndpointState(
+            success=ok, last_success=last, last_attempt=now, error="" if ok else error
+        )
         self.snapshot = None
+
+    @property
+    def status(self) -> str:
+        if self.merged is not None:
+            return self.merged.status
+        return self.row.status if self.row is not None else ""
+
+    @property
+    def change_key(self) -> tuple[object, ...] | None:
+        if self.row is not None:
+            return self.row.change_key
+        return None if self.details is None else _details_key(self.details)
+
+    def publish_details(self) -> None:
+        """Recompute the published details from the last details and the last row."""
+        row, details = self.row, self.details
+        source = (id(row), id(details))
+        if source == self.merged_from and self.merged is not None:
+            return
+        if details is None:
+            merged = None if row is None else _details_from_row(row)
+        elif row is None:
+            merged = details
+        else:
+            merged = _merge(details, row)
+            if merged is not details and merged == self.merged:
+                merged = self.merged  # equal to what is published: keep its identity
+        if merged is not self.merged:
+            self.merged = merged
+            self.snapshot = None
+        self.merged_from = source
+        if merged is not None and merged.service_name:
+            self.name = merged.service_name
+
+
+@dataclass
+class _Cycle:
+    """What one cycle of one project learnt from its lists."""
+
+    sources: dict[str, ServiceSource]
+    rows: dict[str, dict[str, ServiceSummary]] = field(default_factory=dict)  # listed gens
+    failed: dict[str, str] = field(default_factory=dict)  # gen -> why its list read failed
+    unavailable: dict[str, str] = field(default_factory=dict)  # gen -> 403/404 for the project
 
 
 Publish = Callable[[Snapshot], None]
+
+
+def _describe(err: ModelArtsError) -> str:
+    return str(err)
 
 
 class Poller:
@@ -132,6 +251,7 @@ class Poller:
         settings: PollSettings,
         *,
         on_cycle: Callable[[str, float], None] = lambda project_id, seconds: None,
+        budget: Callable[[], float] = lambda: math.inf,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -139,19 +259,21 @@ class Poller:
         self._plans = dict(plans)
         self._settings = settings
         self._on_cycle = on_cycle
+        self._budget = budget  # requests per second the process allows itself now
         self._clock = clock
         self._monotonic = monotonic
         self._sleep = sleep
         self._states: dict[tuple[str, str], ServiceState] = {}
-        self._discovered: dict[str, tuple[str, ...]] = {}
-        self._discovered_at: dict[str, float] = {}
+        self._discovered: dict[str, dict[str, tuple[str, ...]]] = {}
         self._gone: set[tuple[str, str]] = set()
         self._cycles_done: set[str] = set()
+        self._summaries: dict[str, ProjectSummary] = {}
         self._snapshot: Snapshot = EMPTY_SNAPSHOT
         self._subscribers: list[Publish] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._cycle_failures: dict[str, Counter[str]] = {}
         self._cycle_example: dict[str, dict[str, str]] = {}
+        self.carried_over: dict[str, int] = {}  # project -> services left for the next cycle
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -183,16 +305,24 @@ class Poller:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def replace(self, plans: Mapping[str, ProjectPlan], settings: PollSettings) -> None:
+    async def replace(
+        self,
+        plans: Mapping[str, ProjectPlan],
+        settings: PollSettings,
+        *,
+        budget: Callable[[], float] | None = None,
+    ) -> None:
         """Apply a new configuration; state of services that stay watched is kept."""
         running = bool(self._tasks)
         await self.stop()
+        if budget is not None:
+            self._budget = budget
         self._plans = dict(plans)
         self._settings = settings
         for key in [k for k in self._states if k[0] not in self._plans]:
             del self._states[key]
         self._discovered = {k: v for k, v in self._discovered.items() if k in self._plans}
-        self._discovered_at = {}
+        self._summaries = {k: v for k, v in self._summaries.items() if k in self._plans}
         self._cycles_done &= set(self._plans)
         self._publish()
         if running:
@@ -203,18 +333,29 @@ class Poller:
         plan = self._plans[project_id]
         started = self._monotonic()
         self._cycle_failures[project_id] = Counter()
+        cycle = _Cycle(sources={s.generation: s for s in plan.sources})
         try:
-            await self._maybe_discover(project_id, plan)
+            await self._read_lists(project_id, plan, cycle)
             watched = self._watched(project_id, plan)
             keep = set(watched)
             for key in [k for k in self._states if k[0] == project_id and k[1] not in keep]:
                 del self._states[key]
             self._gone = {g for g in self._gone if g[0] != project_id or g[1] in keep}
-            await self._poll_all(plan, watched)
+            await self._poll_all(project_id, cycle, watched)
         finally:
             self._report_failures(project_id)
             self._cycles_done.add(project_id)
-            self._on_cycle(project_id, self._monotonic() - started)
+            seconds = self._monotonic() - started
+            previous = self._summaries.get(project_id)
+            self._summaries[project_id] = ProjectSummary(
+                project_id=project_id,
+                generations=tuple(cycle.sources),
+                cycles=(previous.cycles if previous else 0) + 1,
+                last_cycle_seconds=seconds,
+                last_cycle_finished=self._clock(),
+                list_errors=MappingProxyType({**cycle.failed, **cycle.unavailable}),
+            )
+            self._on_cycle(project_id, seconds)
             self._publish()
 
     def _report_failures(self, project_id: str) -> None:
@@ -232,21 +373,6 @@ class Poller:
                 },
             )
 
-    async def _poll_all(self, plan: ProjectPlan, watched: Sequence[str]) -> None:
-        """A fixed pool of workers walks the services: a handful of tasks per cycle instead of
-        several per service, which at thousands of services is most of the event loop's work."""
-        pending = iter(watched)
-
-        async def worker() -> None:
-            for service_id in pending:  # the iterator is shared: each service is taken once
-                try:
-                    await self._poll_service(plan, service_id)
-                except Exception:  # a bug in one service's poll must not stop the others
-                    log.exception("polling a service crashed", extra={"service_id": service_id})
-
-        workers = max(1, min(self._settings.workers, len(watched)))
-        await asyncio.gather(*(worker() for _ in range(workers)))
-
     # -- loop -----------------------------------------------------------------------------------
 
     async def _run(self, project_id: str) -> None:
@@ -261,39 +387,65 @@ class Poller:
             # Cycles never overlap: a slow cycle delays the next one instead of piling up.
             await self._sleep(max(0.0, self._settings.interval - (self._monotonic() - started)))
 
-    # -- discovery ------------------------------------------------------------------------------
+    # -- the heartbeat --------------------------------------------------------------------------
+
+    async def _read_lists(self, project_id: str, plan: ProjectPlan, cycle: _Cycle) -> None:
+        discovered = self._discovered.setdefault(project_id, {})
+        rule = plan.discovery
+        for source in plan.sources:
+            generation = source.generation
+            try:
+                items = await source.list_services(rule.workspace_id)
+            except ApiError as err:
+                if err.status in (403, 404):
+                    # No permission to list, or the generation is not offered here: its
+                    # services (explicit ones, or those found before) are polled one details
+                    # call each instead.
+                    cycle.unavailable[generation] = _describe(err)
+                    log.warning(
+                        "service list unavailable; polling its services one by one",
+                        extra={
+                            "project_id": project_id,
+                            "generation": generation,
+                            "endpoint": source.list_endpoint,
+                            "code": err.status,
+                            "error": _describe(err),
+                        },
+                    )
+                else:
+                    self._list_failed(project_id, source, cycle, err)
+                continue
+            except ModelArtsError as err:
+                self._list_failed(project_id, source, cycle, err)
+                continue
+            rows = {item.service_id: item for item in items}
+            cycle.rows[generation] = rows
+            discovered[generation] = (
+                tuple(sid for sid, item in rows.items() if rule.accepts(item))
+                if rule.enabled
+                else ()
+            )
+
+    def _list_failed(
+        self, project_id: str, source: ServiceSource, cycle: _Cycle, err: ModelArtsError
+    ) -> None:
+        cycle.failed[source.generation] = _describe(err)
+        failures = self._cycle_failures.setdefault(project_id, Counter())
+        if not failures:
+            self._cycle_example[project_id] = {
+                "endpoint": source.list_endpoint,
+                "error": _describe(err),
+            }
+        failures[source.list_endpoint] += 1
 
     def _watched(self, project_id: str, plan: ProjectPlan) -> tuple[str, ...]:
         ids = dict.fromkeys(plan.services)
-        ids.update(dict.fromkeys(self._discovered.get(project_id, ())))
+        for generation_ids in self._discovered.get(project_id, {}).values():
+            ids.update(dict.fromkeys(generation_ids))
         s = self._settings
         return tuple(sid for sid in ids if in_shard(sid, s.shard, s.total_shards))
 
-    async def _maybe_discover(self, project_id: str, plan: ProjectPlan) -> None:
-        rule = plan.discovery
-        if not rule.enabled:
-            self._discovered.pop(project_id, None)
-            return
-        last = self._discovered_at.get(project_id)
-        now = self._monotonic()
-        if last is not None and now - last < self._settings.discovery_interval:
-            return
-        try:
-            items = await plan.source.list_services(rule.workspace_id)
-        except ModelArtsError as err:
-            log.warning(
-                "discovery failed; keeping the previous service list",
-                extra={"project_id": project_id, "endpoint": "list", "error": str(err)},
-            )
-            return
-        self._discovered_at[project_id] = now
-        self._discovered[project_id] = tuple(i.service_id for i in items if rule.accepts(i))
-        log.debug(
-            "discovery done",
-            extra={"project_id": project_id, "services": len(self._discovered[project_id])},
-        )
-
-    # -- one service ----------------------------------------------------------------------------
+    # -- planning -------------------------------------------------------------------------------
 
     def _state(self, project_id: str, service_id: str) -> ServiceState:
         key = (project_id, service_id)
@@ -304,79 +456,241 @@ class Poller:
             self._states[key] = state
         return state
 
-    async def _poll_service(self, plan: ProjectPlan, service_id: str) -> None:
-        project_id = plan.source.project_id
-        key = (project_id, service_id)
-        if key in self._gone:
-            # A 404'd service is only asked for its details until it comes back.
-            try:
-                details = await plan.source.get_details(service_id)
-            except ModelArtsError:
-                return
-            self._gone.discard(key)
+    def _take_row(self, state: ServiceState, cycle: _Cycle, now: float) -> bool:
+        """Give the service what its generation's list said; True when a list covered it."""
+        found = None
+        if state.generation is not None:
+            found = cycle.rows.get(state.generation, {}).get(state.service_id)
+        if found is None:
+            for generation, rows in cycle.rows.items():
+                row = rows.get(state.service_id)
+                if row is not None:
+                    found = row
+                    if state.generation != generation:
+                        state.generation = generation
+                        state.events = None
+                        state.events_polled = False
+                    break
+        if found is None:
+            if state.generation in cycle.failed:
+                state.mark("details", False, now, f"list: {cycle.failed[state.generation]}")
+            return False
+        if found is not state.row:
+            state.row = found
+        state.mark("details", True, now)
+        state.publish_details()
+        return True
+
+    def _due(self, state: ServiceState, cycle: _Cycle, covered: bool, now: float) -> list[str]:
+        """The calls this service needs this cycle."""
+        s = self._settings
+        generation = state.generation
+        if generation is None:
+            return ["resolve"]
+        due: list[str] = []
+        key = state.change_key
+        listing_failed = generation in cycle.failed
+        if (
+            state.details is None
+            or (not covered and not listing_failed)
+            or (covered and key != state.details_key)
+            or now >= state.details_due
+        ):
+            due.append("details")
+        status = state.status
+        if (
+            not state.events_polled
+            or (covered and key != state.events_key)
+            or status not in SETTLED
+            or now >= state.events_due
+        ):
+            due.append("events")
+        source = cycle.sources.get(generation)
+        if source is not None and source.has_logs and self._logs_due(state, now):
+            due.append("logs")
+        if source is not None and source.has_monitor and s.monitor_interval > 0:
+            if status in SERVING:
+                if now >= state.monitor_due:
+                    due.append("monitor")
+            elif state.monitor is not None:
+                state.monitor = None  # a service that stopped serving has no usage
+                state.snapshot = None
+        return due
+
+    def _age(self, state: ServiceState, due: Sequence[str]) -> float:
+        """When the oldest of the due data was last fetched (never: -inf), to serve it first."""
+        oldest = math.inf
+        for endpoint in due:
+            collected = state.collect.get(endpoint)
+            last = collected.last_success if collected else None
+            if last is None:
+                return -math.inf
+            oldest = min(oldest, last)
+        return oldest
+
+    async def _poll_all(self, project_id: str, cycle: _Cycle, watched: Sequence[str]) -> None:
+        """Plan the cycle's calls, oldest data first, within what the budget allows in one
+        interval; a fixed pool of workers makes them (a handful of tasks per cycle instead of
+        several per service, which at thousands of services is most of the event loop's work).
+        """
+        now = self._monotonic()
+        clock = self._clock()
+        work: list[tuple[float, int, ServiceState, list[str]]] = []
+        for index, service_id in enumerate(watched):
+            key = (project_id, service_id)
             state = self._state(project_id, service_id)
-            self._take_details(state, details)
-        state = self._state(project_id, service_id)
-        details_ok = await self._poll_details(plan.source, state)
+            covered = self._take_row(state, cycle, clock)
+            if covered and key in self._gone:
+                self._gone.discard(key)
+            if key in self._gone and state.generation is not None:
+                state.generation = None  # probe again: v1 first, then v2
+            due = self._due(state, cycle, covered, now)
+            if due:
+                work.append((self._age(state, due), index, state, due))
+        work.sort(key=lambda item: (item[0], item[1]))
+        rate = self._budget()
+        allowance = math.inf
+        if math.isfinite(rate):
+            listed = sum(max(1, math.ceil(len(rows) / 500)) for rows in cycle.rows.values())
+            allowance = max(1.0, rate * self._settings.interval - listed)
+        planned: list[tuple[ServiceState, list[str]]] = []
+        spent = 0.0
+        for _, _, state, due in work:
+            cost = len(due) + (1 if due == ["resolve"] else 0)
+            if planned and spent + cost > allowance:
+                break
+            planned.append((state, due))
+            spent += cost
+        self.carried_over[project_id] = len(work) - len(planned)
+        pending = iter(planned)
+
+        async def worker() -> None:
+            for state, due in pending:  # the iterator is shared: each service is taken once
+                try:
+                    await self._poll_service(cycle, state, due)
+                except Exception:  # a bug in one service's poll must not stop the others
+                    log.exception(
+                        "polling a service crashed", extra={"service_id": state.service_id}
+                    )
+
+        workers = max(1, min(self._settings.workers, len(planned)))
+        if planned:
+            await asyncio.gather(*(worker() for _ in range(workers)))
+
+    # -- one service ----------------------------------------------------------------------------
+
+    async def _poll_service(self, cycle: _Cycle, state: ServiceState, due: list[str]) -> None:
+        key = (state.project_id, state.service_id)
+        if due == ["resolve"]:
+            if not await self._resolve(cycle, state):
+                return
+            due = [d for d in self._due(state, cycle, False, self._monotonic()) if d != "details"]
+        source = cycle.sources.get(state.generation or "")
+        if source is None:
+            return
+        if "details" in due:
+            await self._poll_details(source, state)
         if key in self._gone:
             return
-        await self._poll_events(plan.source, state)
+        if "events" in due:
+            await self._poll_events(source, state)
         if key in self._gone:
             return
-        if details_ok and self._logs_due(state):
-            await self._poll_logs(plan.source, state)
+        # Details just read may show a new update_time: the log is then read in this cycle.
+        if (
+            source.has_logs
+            and state.details is not None
+            and ("logs" in due or self._logs_due(state, self._monotonic()))
+        ):
+            await self._poll_logs(source, state)
+        if "monitor" in due:
+            await self._poll_monitor(source, state)
 
-    def _take_details(self, state: ServiceState, details: ServiceDetails) -> None:
-        state.details = details
-        if details.service_name:
-            state.name = details.service_name
-        state.mark("details", True, self._clock())
+    async def _resolve(self, cycle: _Cycle, state: ServiceState) -> bool:
+        """Find the generation of a service no list shows: v1 first, then v2 on a 404."""
+        error: ModelArtsError | None = None
+        for generation, source in cycle.sources.items():
+            try:
+                details = await source.get_details(state.service_id)
+            except NotFoundError:
+                continue
+            except ModelArtsError as err:
+                error = err
+                continue
+            state.generation = generation
+            state.events = None
+            state.events_polled = False
+            self._gone.discard((state.project_id, state.service_id))
+            self._take_details(source, state, details)
+            return True
+        if error is not None:
+            self._failed(state, "details", error)
+            return False
+        self._lost(state)
+        return False
 
-    async def _poll_details(self, source: ServiceSource, state: ServiceState) -> bool:
-        try:
-            details = await source.get_details(state.service_id)
-        except NotFoundError:
+    def _lost(self, state: ServiceState) -> None:
+        key = (state.project_id, state.service_id)
+        if key not in self._gone:
             log.info(
                 "service not found; dropping its series",
                 extra={"project_id": state.project_id, "service_id": state.service_id},
             )
-            key = (state.project_id, state.service_id)
-            self._gone.add(key)
-            self._states.pop(key, None)
-            return False
+        self._gone.add(key)
+        self._states.pop(key, None)
+
+    def _take_details(self, source: ServiceSource, state: ServiceState, d: ServiceDetails) -> None:
+        now = self._monotonic()
+        first = state.details is None
+        state.details = d
+        state.details_key = state.change_key
+        interval = self._settings.details_interval
+        spread = phase_of(state.service_id, "details") if first else 1.0
+        state.details_due = now + interval * spread
+        state.mark("details", True, self._clock())
+        state.publish_details()
+
+    async def _poll_details(self, source: ServiceSource, state: ServiceState) -> None:
+        try:
+            details = await source.get_details(state.service_id)
+        except NotFoundError:
+            self._lost(state)
+            return
         except ModelArtsError as err:
             self._failed(state, "details", err)
-            return False
-        self._take_details(state, details)
-        return True
+            return
+        self._take_details(source, state, details)
 
     async def _poll_events(self, source: ServiceSource, state: ServiceState) -> None:
+        if state.events is None:
+            state.events = source.new_events(state.lookback_ms)
+        key = state.change_key
         try:
-            read = await source.list_events(
-                state.service_id, state.cursor.query_start(), previous=state.events_fingerprint
-            )
+            await source.poll_events(state.service_id, state.events)
         except ModelArtsError as err:
             self._failed(state, "events", err)
             return
-        if read.events is not None:
-            state.cursor.apply(read.events)
-        state.events_fingerprint = read.fingerprint
+        first = not state.events_polled
         state.events_polled = True
+        state.events_key = key
+        spread = phase_of(state.service_id, "events") if first else 1.0
+        state.events_due = self._monotonic() + self._settings.events_interval * spread
         state.mark("events", True, self._clock())
+        state.snapshot = None
 
-    def _logs_due(self, state: ServiceState) -> bool:
+    def _logs_due(self, state: ServiceState, now: float) -> bool:
         if not state.logs_polled:
             return True
-        details = state.details
+        details = state.merged or state.details
         if details is not None and state.logs_for != (details.update_time, details.status):
             return True
-        age = self._monotonic() - state.logs_fetched_at
         if state.updates.newest_is_running:
-            return age >= min(self._settings.running_update_recheck, self._settings.logs_interval)
-        return age >= self._settings.logs_interval
+            recheck = min(self._settings.running_update_recheck, self._settings.logs_interval)
+            return now - state.logs_fetched_at >= recheck
+        return now >= state.logs_due
 
     async def _poll_logs(self, source: ServiceSource, state: ServiceState) -> None:
-        details = state.details
+        details = state.merged or state.details
         try:
             records = await source.get_update_logs(state.service_id)
         except NotFoundError:
@@ -384,15 +698,33 @@ class Poller:
         except ModelArtsError as err:
             self._failed(state, "logs", err)
             return
+        first = not state.logs_polled
         state.updates.apply(records)
         state.logs_polled = True
-        state.logs_fetched_at = self._monotonic()
+        now = self._monotonic()
+        state.logs_fetched_at = now
+        spread = phase_of(state.service_id, "logs") if first else 1.0
+        state.logs_due = now + self._settings.logs_interval * spread
         if details is not None:
             state.logs_for = (details.update_time, details.status)
         state.mark("logs", True, self._clock())
+        state.snapshot = None
+
+    async def _poll_monitor(self, source: ServiceSource, state: ServiceState) -> None:
+        try:
+            reading = await source.get_monitor(state.service_id)
+        except NotFoundError:
+            return
+        except ModelArtsError as err:
+            self._failed(state, "monitor", err)
+            return
+        state.monitor = reading
+        state.monitor_due = self._monotonic() + self._settings.monitor_interval
+        state.mark("monitor", True, self._clock())
+        state.snapshot = None
 
     def _failed(self, state: ServiceState, endpoint: str, err: ModelArtsError) -> None:
-        state.mark(endpoint, False, self._clock())
+        state.mark(endpoint, False, self._clock(), _describe(err))
         fields = {
             "project_id": state.project_id,
             "service_id": state.service_id,
@@ -410,44 +742,69 @@ class Poller:
     # -- publishing -----------------------------------------------------------------------------
 
     def _fresh(self, state: ServiceState, endpoint: str, now: float) -> bool:
+        """Data is served until its endpoint has failed for stale_after since the last
+        success. Data that is merely old (its call waits for budget or for its safety net) is
+        still the latest the API gave: it is served, never turned into a hole."""
         collected = state.collect.get(endpoint)
-        last = collected.last_success if collected else None
-        return last is not None and now - last <= self._settings.stale_after
+        if collected is None or collected.last_success is None:
+            return False
+        return collected.success or now - collected.last_success <= self._settings.stale_after
 
     def _service_snapshot(self, state: ServiceState, now: float) -> ServiceSnapshot:
-        details_fresh = state.details is not None and self._fresh(state, "details", now)
-        events_fresh = state.events_polled and self._fresh(state, "events", now)
+        details_fresh = state.merged is not None and self._fresh(state, "details", now)
+        events_fresh = (
+            state.events_polled and state.events is not None and self._fresh(state, "events", now)
+        )
         updates_ok = state.logs_polled and details_fresh
+        monitor_ok = state.monitor is not None and self._fresh(state, "monitor", now)
         previous = state.snapshot
         if (
             previous is not None
             and (previous.details is not None) == details_fresh
             and (previous.events is not None) == events_fresh
             and (previous.updates is not None) == updates_ok
+            and (previous.monitor is not None) == monitor_ok
         ):
             return previous
         snap = ServiceSnapshot(
             project_id=state.project_id,
             service_id=state.service_id,
             service_name=state.name,
-            details=state.details if details_fresh else None,
-            events=state.cursor.totals() if events_fresh else None,
+            details=state.merged if details_fresh else None,
+            events=state.events.totals() if events_fresh and state.events else None,
             updates=state.updates.totals() if updates_ok else None,
             collect=MappingProxyType(dict(state.collect)),
+            generation=state.generation or "",
+            monitor=state.monitor if monitor_ok else None,
+            status=state.status,
         )
         state.snapshot = snap
         return snap
 
     def _publish(self) -> None:
         now = self._clock()
-        services = tuple(self._service_snapshot(s, now) for s in self._states.values())
+        services = tuple(
+            self._service_snapshot(s, now) for s in self._states.values() if s.generation
+        )
         watched: Counter[str] = Counter()
         for project_id, plan in self._plans.items():
             ids = self._watched(project_id, plan)
             watched[project_id] = sum(1 for sid in ids if (project_id, sid) not in self._gone)
-        self._snapshot = Snapshot(services=services, watched=MappingProxyType(dict(watched)))
+        self._snapshot = Snapshot(
+            services=services,
+            watched=MappingProxyType(dict(watched)),
+            projects=MappingProxyType(dict(self._summaries)),
+            published_at=now,
+        )
         for callback in self._subscribers:
             callback(self._snapshot)
 
 
-__all__: Sequence[str] = ["DiscoveryRule", "PollSettings", "Poller", "ProjectPlan", "in_shard"]
+__all__: Sequence[str] = [
+    "DiscoveryRule",
+    "PollSettings",
+    "Poller",
+    "ProjectPlan",
+    "in_shard",
+    "phase_of",
+]
