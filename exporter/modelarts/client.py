@@ -269,10 +269,9 @@ class ModelArtsClient:
                 params.append(("workspace_id", workspace_id))
             return parse_v2_service_page(await self._get("v2_list", path, params))
 
-        found: dict[str, ServiceSummary] = {}
-        for item in await read_limit_pages(fetch, V2_PAGE_SIZE, endpoint="v2_list"):
-            found.setdefault(item.service_id, item)
-        return list(found.values())
+        return await read_limit_pages(
+            fetch, V2_PAGE_SIZE, endpoint="v2_list", key=lambda item: item.service_id
+        )
 
     async def v2_list_events(
         self, service_id: str, stop_before: int | None
@@ -297,7 +296,11 @@ class ModelArtsClient:
             return stop_before is not None and min(e.update_at for e in page) < stop_before
 
         return await read_limit_pages(
-            fetch, V2_PAGE_SIZE, endpoint="v2_events", stop=older_than_needed
+            fetch,
+            V2_PAGE_SIZE,
+            endpoint="v2_events",
+            key=lambda event: event.id,
+            stop=older_than_needed,
         )
 
     # -- transport ----------------------------------------------------------------------------

@@ -52,15 +52,18 @@ async def read_limit_pages(
     page_size: int,
     *,
     endpoint: str,
+    key: Callable[[T], object],
     stop: Callable[[Sequence[T]], bool] = lambda page: False,
 ) -> list[T]:
     """The v2 way: `offset` must be a multiple of `limit`, so pages are `page_size` apart.
-    Reads until `total` rows arrived, a page is empty or `stop(page)` says the rest is not
-    needed. A read during which `total` moved (rows were added or removed, shifting every page)
-    is done again. A short page before the end means the server caps `limit` lower than asked:
-    the read starts over with that page size, so that no offset skips rows."""
+    Reads until `total` distinct rows (by `key`) arrived, or `stop(page)` says the rest is not
+    needed. A read during which `total` moved (rows added or removed shift every page), or that
+    reached the end with fewer distinct rows than `total` (rows re-sorted between two pages: one
+    read twice, another skipped), is done again. A short page before the end means the server
+    caps `limit` lower than asked: the read starts over with that page size, so that no offset
+    skips rows. Rows come back de-duplicated, first occurrence kept."""
     for _ in range(ATTEMPTS):
-        rows: list[T] = []
+        rows: dict[object, T] = {}
         total: int | None = None
         for index in range(MAX_PAGES):
             page_total, page = await fetch(index * page_size)
@@ -68,9 +71,14 @@ async def read_limit_pages(
                 total = page_total
             elif page_total != total:
                 break
-            rows.extend(page)
-            if not page or len(rows) >= total or stop(page):
-                return rows
+            for row in page:
+                rows.setdefault(key(row), row)
+            if len(rows) >= total or (page and stop(page)):
+                return list(rows.values())
+            if not page:
+                if index == 0:
+                    return []  # an empty listing whose total says otherwise: nothing to read
+                break
             if len(page) < page_size:
                 page_size = len(page)
                 break
