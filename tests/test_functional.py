@@ -154,7 +154,8 @@ async def test_metrics_served_from_memory_while_api_unreachable() -> None:
                 after, "modelarts_exporter_api_requests_total", endpoint="list", code="error"
             )
             assert all(
-                v == 0 for v in pick(after, "modelarts_exporter_collect_success", endpoint="details")
+                v == 0
+                for v in pick(after, "modelarts_exporter_collect_success", endpoint="details")
             )
 
 
