@@ -52,8 +52,9 @@ def test_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert row["plain_bytes"] > row["gzip_bytes"] > 0
     assert row["cpu_per_cycle"] > 0
     assert row["hwm_mib"] >= row["rss_mib"] > 0
-    # Two calls per service per cycle in steady state, and a few update logs at most.
-    assert 2.0 <= row["calls_per_service_cycle"] <= 2.5
+    # The list is the heartbeat: in steady state a cycle costs the list pages plus events for
+    # services in a transitional status, far below one call per service (2.0 before).
+    assert 0.0 < row["calls_per_service_cycle"] <= 0.3
     for kind in ("metrics_plain", "metrics_gzip", "floor_plain", "floor_gzip"):
         assert len(row[kind]["samples_ms"]) == 4
     assert sorted(row["floor_variants"]) == [

@@ -31,6 +31,7 @@ from exporter.simulator import (
     serve,
 )
 from exporter.simulator.cli import main as simulator_main
+from exporter.simulator.faults import MODELARTS_ENDPOINTS
 
 T0 = 1_750_000_000.0  # 2025-06-15T15:06:40Z
 OTHER_PROJECT = "0123456789abcdef0123456789abcdef"
@@ -743,7 +744,7 @@ async def test_faults_only_hit_the_chosen_endpoints(
     assert (await client.get(f"{BASE}/{sid}/events")).status >= 500
     sim.faults.clear()
     assert (await client.get(f"{BASE}/{sid}/events")).status == 200
-    assert sim.faults.endpoints == frozenset({"list", "details", "events", "logs"})
+    assert sim.faults.endpoints == MODELARTS_ENDPOINTS
 
 
 # ----- statistics ---------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""The fake ModelArts v1 + IAM HTTP API over a `Simulation` (reference §2, §4, §5, §7).
+"""The fake ModelArts (v1, v2, monitor) + IAM HTTP API over a `Simulation` (reference §2-§7).
 
-Middleware order, outermost first: observe (statistics, X-Request-Id), authenticate (ModelArts
-endpoints only, when the simulation requires it), inject faults, then the handler.
+Middleware order, outermost first: observe (statistics, X-Request-Id), the account's quota
+(429 APIG.0308, as the API Gateway answers), project policy (`Simulation.forbid`), authenticate
+(ModelArts endpoints only, when the simulation requires it), inject faults, then the handler.
+A v1 service is invisible to the v2 API and a v2 one to the v1 API (reference §11).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import json
+import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -18,14 +21,17 @@ from typing import Any
 from aiohttp import web
 
 from exporter.modelarts.signing import SignatureError, verify_request
-from exporter.simulator.faults import FaultDraw
+from exporter.simulator import wire
+from exporter.simulator.faults import MODELARTS_ENDPOINTS, FaultDraw
 from exporter.simulator.identity import IamError
-from exporter.simulator.scenario import ABNORMAL, NORMAL, SimService, Simulation
+from exporter.simulator.scenario import ABNORMAL, NORMAL, WARNING, SimService, Simulation
 
 SIMULATION = web.AppKey("simulation", Simulation)
 _REQUEST_ID = web.RequestKey("request_id", str)
-_MODELARTS_ENDPOINTS = frozenset({"list", "details", "events", "logs"})
+_MODELARTS_ENDPOINTS = MODELARTS_ENDPOINTS
 _SORT_KEYS = ("publish_at", "service_name", "transition_at")
+_V2_SORT_KEYS = ("create_at", "update_at")
+_V2_MAX_LIMIT = 500
 # Characters the events API refuses in event_info (ASCII and full-width forms).
 _FORBIDDEN_EVENT_INFO = frozenset(
     "`(){}'\";,[]<>/?"
@@ -108,10 +114,14 @@ def _page(request: web.Request) -> tuple[int, int]:
     return offset, min(limit, sim.max_page_size)
 
 
-def _service_in_project(request: web.Request) -> SimService | None:
+def _service_in_project(request: web.Request, generation: str = "v1") -> SimService | None:
     sim = request.app[SIMULATION]
     svc = sim.services.get(request.match_info["service_id"])
-    if svc is None or svc.project_id != request.match_info["project_id"]:
+    if (
+        svc is None
+        or svc.project_id != request.match_info["project_id"]
+        or svc.generation != generation
+    ):
         return None
     return sim.service(svc.service_id)
 
@@ -139,7 +149,7 @@ async def list_services(request: web.Request) -> web.Response:
     model_id = query.get("model_id")
     matches = [
         svc
-        for svc in sim.services_in(request.match_info["project_id"])
+        for svc in sim.services_in(request.match_info["project_id"], "v1")
         if all(getattr(svc, key) == value for key, value in exact.items())
         and (model_id is None or any(m.model_id == model_id for m in svc.models))
     ]
@@ -222,6 +232,119 @@ async def list_update_logs(request: web.Request) -> web.Response:
             "service_name": svc.service_name,
             "logs": [record.to_json() for record in records],
         },
+    )
+
+
+async def show_monitor(request: web.Request) -> web.Response:
+    """GET /v1/{project_id}/services/{service_id}/monitor."""
+    svc = _service_in_project(request)
+    if svc is None:
+        return _not_found(request)
+    sim = request.app[SIMULATION]
+    body = wire.monitor(sim, svc, sim.now_ms(), node_id=request.query.get("node_id"))
+    omit = sim.monitor_omit
+    if omit:
+        body = {k: v for k, v in body.items() if k not in omit}
+        body["monitors"] = [
+            {k: v for k, v in m.items() if k not in omit} for m in body.get("monitors", [])
+        ]
+    return _api_response(request, body)
+
+
+# ----- v2 handlers ---------------------------------------------------------------------------
+
+
+def _v2_page(request: web.Request) -> tuple[int, int]:
+    """limit in [1, 500] (default 10); offset a multiple of limit (reference §3.1, §4)."""
+    limit = _int_param(request, "limit", 10, minimum=1) or 10
+    if limit > _V2_MAX_LIMIT:
+        raise _BadParameter("limit")
+    offset = _int_param(request, "offset", 0, minimum=0) or 0
+    if offset % limit:
+        raise _BadParameter("offset")
+    return offset, limit
+
+
+def _v2_sort(request: web.Request) -> tuple[str, bool]:
+    keys = request.query.get("sort_key", "update_at").split(",")
+    if not keys or any(key not in _V2_SORT_KEYS for key in keys):
+        raise _BadParameter("sort_key")
+    direction = _choice_param(request, "sort_dir", "DESC", ("ASC", "DESC"))
+    return keys[0], direction == "DESC"
+
+
+def _v2_paged(items: list[Any], offset: int, limit: int) -> dict[str, Any]:
+    page = items[offset : offset + limit]
+    return {
+        "current": offset // limit,
+        "size": len(page),
+        "pages": math.ceil(len(items) / limit),
+        "total": len(items),
+        "data": page,
+    }
+
+
+def _v2_not_found(request: web.Request) -> web.Response:
+    service_id = request.match_info["service_id"]
+    return _error(404, "ModelArts.3502", f"Service {service_id} does not exist.")
+
+
+async def v2_list_services(request: web.Request) -> web.Response:
+    """GET /v2/{project_id}/services."""
+    sim = request.app[SIMULATION]
+    offset, limit = _v2_page(request)
+    sort_key, descending = _v2_sort(request)
+    query = request.query
+    items = [
+        wire.v2_list_item(svc) for svc in sim.services_in(request.match_info["project_id"], "v2")
+    ]
+    for param, key in (("id", "id"), ("name", "name"), ("workspace_id", "workspace_id")):
+        if param in query:
+            items = [item for item in items if item[key] == query[param]]
+    if "status" in query:
+        wanted = {part.strip().upper() for part in query["status"].split(",")}
+        items = [item for item in items if item["status"] in wanted]
+    if "type" in query:
+        items = [item for item in items if item["type"] == query["type"]]
+    # id breaks ties so that pages never overlap or skip.
+    items.sort(key=lambda item: item["id"], reverse=descending)
+    items.sort(key=lambda item: item[sort_key], reverse=descending)
+    return _api_response(request, _v2_paged(items, offset, limit))
+
+
+async def v2_show_service(request: web.Request) -> web.Response:
+    """GET /v2/{project_id}/services/{service_id}."""
+    svc = _service_in_project(request, "v2")
+    if svc is None:
+        return _v2_not_found(request)
+    sim = request.app[SIMULATION]
+    return _api_response(request, wire.v2_details(sim, svc, sim.now_ms()))
+
+
+async def v2_list_events(request: web.Request) -> web.Response:
+    """GET /v2/{project_id}/services/{service_id}/events: aggregated records."""
+    svc = _service_in_project(request, "v2")
+    if svc is None:
+        return _v2_not_found(request)
+    offset, limit = _v2_page(request)
+    sort_key, descending = _v2_sort(request)
+    event_type = request.query.get("event_type")
+    allowed_types = {NORMAL.upper(), ABNORMAL.upper(), WARNING.upper()}
+    if event_type is not None and event_type not in allowed_types:
+        raise _BadParameter("event_type")
+    start_time = _int_param(request, "start_time", None, minimum=0)
+    end_time = _int_param(request, "end_time", None, minimum=0)
+    records = [
+        r
+        for r in svc.agg_events
+        if (event_type is None or r.event_type.upper() == event_type)
+        and (start_time is None or r.update_at >= start_time)
+        and (end_time is None or r.create_at <= end_time)
+    ]
+    records.sort(key=lambda r: r.id, reverse=descending)
+    records.sort(key=lambda r: getattr(r, sort_key), reverse=descending)
+    return _api_response(
+        request, _v2_paged([wire.v2_event(svc, r) for r in records], offset, limit)
     )
 
 
@@ -391,6 +514,55 @@ def _authenticate(request: web.Request, body: bytes) -> web.Response | None:
 
 
 @web.middleware
+async def _quota(request: web.Request, handler: Handler) -> web.StreamResponse:
+    sim = request.app[SIMULATION]
+    quota = sim.quota
+    if quota is None or _endpoint_of(request) not in _MODELARTS_ENDPOINTS:
+        return await handler(request)
+    refusal = quota.admit()
+    if refusal is None:
+        return await handler(request)
+    sim.stats.throttle()
+    response = _json_response(
+        {
+            "error_code": "APIG.0308",
+            "error_msg": f"The throttling threshold has been reached: {refusal}",
+            "request_id": request[_REQUEST_ID],
+        },
+        status=429,
+    )
+    if quota.retry_after is not None:
+        response.headers["Retry-After"] = f"{quota.retry_after:g}"
+    return response
+
+
+@web.middleware
+async def _policy(request: web.Request, handler: Handler) -> web.StreamResponse:
+    sim = request.app[SIMULATION]
+    if not sim.forbidden:
+        return await handler(request)
+    endpoint = _endpoint_of(request)
+    status = sim.forbidden.get((request.match_info.get("project_id", ""), endpoint))
+    if status == 403:
+        action = "list" if endpoint.endswith("list") else "get"
+        return _error(
+            403,
+            "ModelArts.0204",
+            f"Policy doesn't allow modelarts:service:{action} to be performed.",
+        )
+    if status == 404:
+        return _json_response(
+            {
+                "error_code": "APIG.0101",
+                "error_msg": "The API does not exist or has not been published in the environment",
+                "request_id": request[_REQUEST_ID],
+            },
+            status=404,
+        )
+    return await handler(request)
+
+
+@web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     sim = request.app[SIMULATION]
     if not sim.require_auth or _endpoint_of(request) not in _MODELARTS_ENDPOINTS:
@@ -418,6 +590,15 @@ def _wrong_types(endpoint: str, service_id: str, variant: int) -> Any:
         return {"service_id": service_id, "total_count": 1, "count": 1, "events": [bad_row]}
     if endpoint == "logs":
         return {"service_id": service_id, "logs": "x"}
+    if endpoint == "monitor":
+        return {"service_id": service_id, "monitors": [{"cpu_core_usage": "busy"}]}
+    if endpoint == "v2_list":
+        return {"total": 2, "data": [{"id": None, "status": "RUNNING"}]}
+    if endpoint == "v2_details":
+        return {"id": service_id, "status": "RUNNING", "version": {"instance_groups": "x"}}
+    if endpoint == "v2_events":
+        bad = {"id": "e1", "event_type": "NORMAL", "event_count": -3, "update_at": 1}
+        return {"total": 1, "data": [bad]}
     return ["not", "an", "object"]
 
 
@@ -486,12 +667,19 @@ async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def create_app(sim: Simulation) -> web.Application:
     """The aiohttp application serving `sim`."""
-    app = web.Application(middlewares=[_observe, _auth, _faults])
+    app = web.Application(middlewares=[_observe, _quota, _policy, _auth, _faults])
     app[SIMULATION] = sim
-    app.router.add_get("/v1/{project_id}/services", list_services, name="list")
-    app.router.add_get("/v1/{project_id}/services/{service_id}", show_service, name="details")
-    app.router.add_get("/v1/{project_id}/services/{service_id}/events", list_events, name="events")
-    app.router.add_get("/v1/{project_id}/services/{service_id}/logs", list_update_logs, name="logs")
+    router = app.router
+    v1 = "/v1/{project_id}/services"
+    router.add_get(v1, list_services, name="list")
+    router.add_get(v1 + "/{service_id}", show_service, name="details")
+    router.add_get(v1 + "/{service_id}/events", list_events, name="events")
+    router.add_get(v1 + "/{service_id}/logs", list_update_logs, name="logs")
+    router.add_get(v1 + "/{service_id}/monitor", show_monitor, name="monitor")
+    v2 = "/v2/{project_id}/services"
+    router.add_get(v2, v2_list_services, name="v2_list")
+    router.add_get(v2 + "/{service_id}", v2_show_service, name="v2_details")
+    router.add_get(v2 + "/{service_id}/events", v2_list_events, name="v2_events")
     app.router.add_post("/v3/auth/tokens", issue_token, name="token")
     return app
 

@@ -5,11 +5,42 @@ from __future__ import annotations
 import bisect
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-ALL_FAULT_ENDPOINTS = frozenset({"list", "details", "events", "logs"})
+# Route names of the ModelArts API; RequestStats counts by these (plus "token" and "other").
+MODELARTS_ENDPOINTS = frozenset(
+    {"list", "details", "events", "logs", "monitor", "v2_list", "v2_details", "v2_events"}
+)
+ALL_FAULT_ENDPOINTS = MODELARTS_ENDPOINTS
+
+
+@dataclass
+class Quota:
+    """The account's API Gateway flow control: at most `per_second` requests in any second and
+    `per_minute` in any minute (sliding windows); answered requests count, refused ones do not."""
+
+    per_second: int | None = None
+    per_minute: int | None = None
+    retry_after: float | None = None
+    clock: Callable[[], float] = time.monotonic
+    _accepted: deque[float] = field(default_factory=deque, init=False, repr=False)
+
+    def admit(self) -> str | None:
+        """None when the request may pass, else the Gateway's error message."""
+        now = self.clock()
+        accepted = self._accepted
+        while accepted and now - accepted[0] >= 60.0:
+            accepted.popleft()
+        if self.per_minute is not None and len(accepted) >= self.per_minute:
+            return f"policy user over ratelimit,limit:{self.per_minute},time:1 minute"
+        if self.per_second is not None:
+            recent = len(accepted) - bisect.bisect_right(accepted, now - 1.0)
+            if recent >= self.per_second:
+                return f"policy user over ratelimit,limit:{self.per_second},time:1 second"
+        accepted.append(now)
+        return None
 
 
 @dataclass
@@ -76,6 +107,23 @@ class RequestStats:
         self.in_flight_peak: int = self.in_flight
         self.auth_failures: int = 0
         self.signature_verified: int = 0
+        self.throttled_starts: list[float] = []  # when each 429 of the quota was answered
+
+    def throttle(self) -> None:
+        """Record that the quota refused the request being served."""
+        self.throttled_starts.append(self._clock())
+
+    def throttled(self, since: float | None = None) -> int:
+        """Requests the quota refused (since a monotonic time, when given)."""
+        if since is None:
+            return len(self.throttled_starts)
+        return len(self.throttled_starts) - bisect.bisect_left(self.throttled_starts, since)
+
+    def started(self, since: float | None = None) -> int:
+        """Requests received (since a monotonic time, when given)."""
+        if since is None:
+            return len(self._starts)
+        return len(self._starts) - bisect.bisect_left(self._starts, (since, ""))
 
     def begin(self, endpoint: str, service_id: str | None) -> None:
         """Record the start of one request."""

@@ -1,5 +1,9 @@
 """The simulated fleet: services, their events and update logs, and how they evolve (SPEC §7).
 
+Both API generations live here: a v1 service keeps a list of event rows and update records; a
+v2 (new-generation) service keeps aggregated event records whose `event_count` grows when the
+same event happens again. Statuses are lower-case inside; the v2 wire upper-cases them.
+
 Pure Python, no I/O. Times are integer milliseconds since the epoch, as the API reports them;
 the clock is injectable (epoch seconds as a float).
 
@@ -23,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.simulator.faults import Faults, RequestStats
+from exporter.simulator.faults import MODELARTS_ENDPOINTS, Faults, Quota, RequestStats
 from exporter.simulator.identity import Identity
 
 DEFAULT_PROJECT_ID = "2b7a6f0c4d1e4f5a9b8c7d6e5f4a3b2c"
@@ -31,7 +35,11 @@ DEFAULT_DOMAIN_NAME = "demo-account"
 
 NORMAL = "normal"
 ABNORMAL = "abnormal"
+WARNING = "warning"
 SERVING = frozenset({"running", "concerning"})
+GENERATIONS = ("v1", "v2")
+# What a v2 service reports as a warning rather than as abnormal: trouble it recovers from.
+_V2_WARNING_WORDS = ("health check failed", "restarted", "failed to schedule resource")
 UPDATE_RESULTS = frozenset({"SUCCESS", "FAIL", "RUNNING"})
 
 _REGIONS = ("cn-north-4", "cn-east-3", "cn-south-1", "ap-southeast-1", "ap-southeast-3")
@@ -71,6 +79,14 @@ _SPECIFICATIONS = (
     "modelarts.vm.gpu.p4",
     "custom",
 )
+# Flavors of v2 services (dedicated pools), NPU ones among them.
+_V2_FLAVORS = (
+    "modelarts.vm.cpu.8u",
+    "modelarts.vm.gpu.t4",
+    "modelarts.vm.gpu.a10",
+    "modelarts.vm.npu.snt3",
+    "modelarts.vm.npu.snt9b",
+)
 _FAILED_ERRORS = (
     "Failed to start the model instance: the container exited with code 1.",
     "Deployment timed out after 20 minutes.",
@@ -101,6 +117,19 @@ class SimEvent:
             "event_info": self.event_info,
             "occur_time": self.occur_time,
         }
+
+
+@dataclass
+class SimAggEvent:
+    """One record of the v2 events API: `event_count` occurrences of the same event."""
+
+    id: str
+    event_type: str  # lower-case: normal, abnormal, warning
+    event_info: str
+    event_count: int
+    create_at: int
+    update_at: int
+    version_id: str = ""
 
 
 @dataclass
@@ -173,6 +202,10 @@ class SimService:
     is_free: bool = False
     load_balancer_policy: str = "ROUND_ROBIN"
     batch_window: tuple[int, int] | None = None
+    generation: str = "v1"
+    version: str = "1.0.0"  # v2: the service version, bumped by every upgrade
+    version_id: str = ""
+    agg_events: list[SimAggEvent] = field(default_factory=list, repr=False)  # v2
     events: list[SimEvent] = field(default_factory=list, repr=False)
     event_times: list[int] = field(default_factory=list, repr=False)
     updates: list[SimUpdate] = field(default_factory=list, repr=False)
@@ -270,6 +303,7 @@ class Simulation:
         token_ttl: float = 86400.0,
         dynamic: bool = True,
         happening_interval: float = 75.0,
+        v2_services: int = 0,
     ) -> None:
         if not project_ids:
             raise ValueError("at least one project id is needed")
@@ -283,6 +317,11 @@ class Simulation:
         self._happening_mean_ms = max(happening_interval, 0.001) * 1000
         self.string_numbers = False
         self.require_auth = False
+        # Field names the monitor API leaves out (top level and per model), as some flavors do.
+        self.monitor_omit: set[str] = set()
+        self.quota: Quota | None = None
+        # (project_id, endpoint) -> the HTTP status every such request gets (403 or 404)
+        self.forbidden: dict[tuple[str, str], int] = {}
         self.faults = Faults(seed=seed)
         self.stats = RequestStats()
         self.identity = Identity()
@@ -311,6 +350,17 @@ class Simulation:
                 models=models_per_service,
                 now=now,
                 history=True,
+            )
+        for index, drawn_status in enumerate(self._initial_statuses(fleet_rng, v2_services)):
+            self._create(
+                project_id=project_ids[index % len(project_ids)],
+                name=None,
+                status=drawn_status,
+                infer_type="async-real-time" if index % 4 == 3 else "real-time",
+                models=models_per_service,
+                now=now,
+                history=True,
+                generation="v2",
             )
 
     # ----- clock and projects -------------------------------------------------------------
@@ -349,6 +399,35 @@ class Simulation:
         """Accept this token for `project_id` until `expires_at` (epoch seconds)."""
         self.identity.add_static_token(token, project_id, expires_at)
 
+    def set_quota(
+        self,
+        per_second: int | None = None,
+        per_minute: int | None = None,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
+        """Throttle the account like the API Gateway: beyond these, 429 APIG.0308 (None = off)."""
+        if per_second is None and per_minute is None:
+            self.quota = None
+            return
+        self.quota = Quota(per_second, per_minute, retry_after)
+
+    def forbid(self, project_id: str, endpoints: Iterable[str], status: int = 403) -> None:
+        """Refuse these endpoints for the whole project: 403 (no permission) or 404 (not
+        offered, as v2 in a region without it)."""
+        if status not in (403, 404):
+            raise ValueError("forbid answers 403 or 404")
+        for endpoint in endpoints:
+            if endpoint not in MODELARTS_ENDPOINTS:
+                raise ValueError(f"unknown endpoint {endpoint!r}")
+            self.forbidden[(project_id, endpoint)] = status
+
+    def allow(self, project_id: str, endpoints: Iterable[str] | None = None) -> None:
+        """Undo `forbid` (for every endpoint of the project when none are named)."""
+        for key in list(self.forbidden):
+            if key[0] == project_id and (endpoints is None or key[1] in set(endpoints)):
+                del self.forbidden[key]
+
     def revoke_tokens(self) -> None:
         """Invalidate every token handed out so far (they answer 401 ModelArts.0203)."""
         self.identity.revoke()
@@ -375,7 +454,10 @@ class Simulation:
         models: int,
         now: int,
         history: bool,
+        generation: str = "v1",
     ) -> str:
+        if generation not in GENERATIONS:
+            raise ValueError(f"unknown generation {generation!r}")
         index = next(self._next_index)
         rng = random.Random(f"service:{self.seed}:{index}")
         self._register_project(project_id)
@@ -405,6 +487,15 @@ class Simulation:
             rng=rng,
             last_evolved=now,
         )
+        if generation == "v2":
+            # New-generation services run on dedicated pools, with their own flavors.
+            svc.generation = "v2"
+            svc.cluster_id = svc.cluster_id or _uuid(rng)
+            svc.pool_name = svc.pool_name or f"pool-{rng.getrandbits(24):06x}"
+            svc.version = f"1.0.{rng.randint(0, 5)}"
+            svc.version_id = _uuid(rng)
+            for model in svc.models:
+                model.specification = rng.choice(_V2_FLAVORS)
         svc.shared_count = rng.randint(1, 5) if svc.is_shared else 0
         svc.call_rate = rng.choice((0.2, 1.0, 3.0, 8.0, 20.0)) * rng.uniform(0.5, 1.5)
         svc.fail_ratio = rng.choice((0.0, 0.001, 0.01, 0.05))
@@ -643,8 +734,10 @@ class Simulation:
                 if victim is not None:
                     text = f"[{victim.label}] container failed to start"
                     self._append_event(svc, SimEvent(at, ABNORMAL, text))
-                self._transition(svc, at, "failed", error_msg=_FAILED_ERRORS[0])
-        elif (status == "failed" and draw < 0.5) or (status == "stopped" and draw < 0.3):
+                # A v2 service that breaks at run time is in "error"; v1 calls it failed.
+                broken = "error" if svc.generation == "v2" else "failed"
+                self._transition(svc, at, broken, error_msg=_FAILED_ERRORS[0])
+        elif (status in ("failed", "error") and draw < 0.5) or (status == "stopped" and draw < 0.3):
             self._begin_deploy(svc, at, update=False)
 
     def _begin_deploy(
@@ -672,7 +765,9 @@ class Simulation:
             if event.occur_time >= at:
                 self._schedule(svc, event.occur_time, "event", (event.event_type, event.event_info))
         self._schedule(svc, start + duration, "deploy_end")
-        self._transition(svc, at, "deploying", progress=progress, keep_deploy=True)
+        # A v2 service being updated is "upgrading" (its old version keeps serving).
+        status = "upgrading" if update and svc.generation == "v2" else "deploying"
+        self._transition(svc, at, status, progress=progress, keep_deploy=True)
 
     def _mutated_models(self, svc: SimService) -> list[SimModel]:
         rng = svc.rng
@@ -690,11 +785,15 @@ class Simulation:
 
     def _finish_deploy(self, svc: SimService, at: int) -> None:
         deploy = svc.deploy
-        if deploy is None or svc.status != "deploying":
+        if deploy is None or svc.status not in ("deploying", "upgrading"):
             return
         svc.deploy = None
         if deploy.succeed and deploy.new_models is not None:
             svc.models = deploy.new_models
+            if svc.generation == "v2":
+                major, minor, patch = svc.version.split(".")
+                svc.version = f"{major}.{minor}.{int(patch) + 1}"
+                svc.version_id = _uuid(svc.rng)
         if deploy.update_time is not None:
             self._close_update(svc, deploy.update_time, "SUCCESS" if deploy.succeed else "FAIL")
         if deploy.succeed or deploy.update_time is not None:
@@ -725,7 +824,7 @@ class Simulation:
         self._bank(svc, at)
         svc.status = status
         svc.transition_at = at
-        svc.error_msg = error_msg if status == "failed" else None
+        svc.error_msg = error_msg if status in ("failed", "error") else None
         if status == "deploying":
             svc.progress = progress or 0
         if not keep_deploy:
@@ -744,10 +843,36 @@ class Simulation:
     # ----- events and update records ------------------------------------------------------
 
     def _append_event(self, svc: SimService, event: SimEvent) -> None:
+        if svc.generation == "v2":
+            self._aggregate_event(svc, event)
+            return
         # bisect_right keeps insertion order among equal occur_times.
         index = bisect.bisect_right(svc.event_times, event.occur_time)
         svc.event_times.insert(index, event.occur_time)
         svc.events.insert(index, event)
+
+    def _aggregate_event(self, svc: SimService, event: SimEvent) -> None:
+        """v2: the same event again grows its record; a new one opens a record."""
+        event_type = event.event_type
+        if event_type == ABNORMAL and any(w in event.event_info for w in _V2_WARNING_WORDS):
+            event_type = WARNING
+        for record in svc.agg_events:
+            if record.event_type == event_type and record.event_info == event.event_info:
+                record.event_count += 1
+                record.create_at = min(record.create_at, event.occur_time)
+                record.update_at = max(record.update_at, event.occur_time)
+                return
+        svc.agg_events.append(
+            SimAggEvent(
+                id=_uuid(svc.rng),
+                event_type=event_type,
+                event_info=event.event_info,
+                event_count=1,
+                create_at=event.occur_time,
+                update_at=event.occur_time,
+                version_id=svc.version_id,
+            )
+        )
 
     def _open_update(self, svc: SimService, at: int, config: list[dict[str, Any]]) -> int:
         taken = {u.update_time for u in svc.updates}
@@ -783,6 +908,7 @@ class Simulation:
         status: str = "running",
         infer_type: str = "real-time",
         models: int = 2,
+        generation: str = "v1",
     ) -> str:
         """Add a fresh service (no events, no update records yet); returns its service_id."""
         return self._create(
@@ -793,6 +919,7 @@ class Simulation:
             models=models,
             now=self.now_ms(),
             history=False,
+            generation=generation,
         )
 
     def delete_service(self, service_id: str) -> None:
@@ -836,6 +963,62 @@ class Simulation:
             _, event_type, event_info = script[i % len(script)]
             self._append_event(svc, SimEvent(at, event_type, event_info))
 
+    def _v2(self, service_id: str) -> SimService:
+        svc = self._get(service_id)
+        if svc.generation != "v2":
+            raise ValueError(f"service {service_id} is not a v2 service")
+        return svc
+
+    def add_v2_event(
+        self,
+        service_id: str,
+        event_type: str,
+        event_info: str,
+        *,
+        count: int = 1,
+        at: int | None = None,
+    ) -> str:
+        """Open a new aggregated record (its own id, even if the text repeats); returns the id."""
+        svc = self._v2(service_id)
+        if count < 1:
+            raise ValueError("an event record counts at least one occurrence")
+        moment = self.now_ms() if at is None else at
+        record = SimAggEvent(
+            id=_uuid(svc.rng),
+            event_type=event_type,
+            event_info=event_info,
+            event_count=count,
+            create_at=moment,
+            update_at=moment,
+            version_id=svc.version_id,
+        )
+        svc.agg_events.append(record)
+        return record.id
+
+    def grow_v2_event(
+        self, service_id: str, event_id: str, by: int = 1, *, at: int | None = None
+    ) -> None:
+        """The event of record `event_id` happened `by` more times (its update_at moves)."""
+        if by < 0:
+            raise ValueError("event counts only grow")
+        for record in self._v2(service_id).agg_events:
+            if record.id == event_id:
+                record.event_count += by
+                record.update_at = max(record.update_at, self.now_ms() if at is None else at)
+                return
+        raise KeyError(f"service {service_id} has no event record {event_id}")
+
+    def v2_events_of(self, service_id: str) -> list[SimAggEvent]:
+        """Copies of every aggregated record of a v2 service, oldest first."""
+        return [SimAggEvent(**vars(r)) for r in self._v2(service_id).agg_events]
+
+    def v2_event_totals(self, service_id: str) -> dict[str, int]:
+        """Occurrences per event type (the sum of event_count) of a v2 service."""
+        totals = {NORMAL: 0, ABNORMAL: 0, WARNING: 0}
+        for record in self._v2(service_id).agg_events:
+            totals[record.event_type] = totals.get(record.event_type, 0) + record.event_count
+        return totals
+
     def start_update(self, service_id: str, *, update_time: int | None = None) -> int:
         """Open a RUNNING update record; details' update_time follows the newest record."""
         svc = self._get(service_id)
@@ -869,7 +1052,9 @@ class Simulation:
         return list(self._get(service_id).events)
 
     def event_counts(self, service_id: str) -> dict[str, int]:
-        """Number of events per event_type."""
+        """Number of events per event_type (for v2: occurrences, the sum of event_count)."""
+        if self._get(service_id).generation == "v2":
+            return self.v2_event_totals(service_id)
         counts = {NORMAL: 0, ABNORMAL: 0}
         for event in self._get(service_id).events:
             counts[event.event_type] = counts.get(event.event_type, 0) + 1
@@ -879,12 +1064,12 @@ class Simulation:
         """Every update record, oldest first."""
         return list(self._get(service_id).updates)
 
-    def services_in(self, project_id: str) -> list[SimService]:
-        """The services of one project, evolved to now."""
+    def services_in(self, project_id: str, generation: str | None = None) -> list[SimService]:
+        """The services of one project (of one generation, when given), evolved to now."""
         now = self.now_ms()
         found = []
         for svc in self.services.values():
-            if svc.project_id == project_id:
+            if svc.project_id == project_id and generation in (None, svc.generation):
                 self._evolve(svc, now)
                 found.append(svc)
         return found
@@ -940,7 +1125,8 @@ class Simulation:
             body["due_time"] = svc.due_time
         if svc.batch_window is not None:
             body["start_time"], body["finished_time"] = svc.batch_window
-        body["operation_time"] = svc.transition_at
+        # An update is an operation too: the list entry moves when one is opened.
+        body["operation_time"] = max(svc.transition_at, svc.update_time)
         body["transition_at"] = svc.transition_at
         return body
 
