@@ -166,6 +166,7 @@ def demo_config(endpoint: str, project_id: str) -> Config:
         polling=PollingConfig(
             interval=2.0,
             logs_interval=60.0,
+            monitor_interval=10.0,
             discovery_interval=10.0,
             timeout=5.0,
             max_concurrency=8,
@@ -180,7 +181,9 @@ def demo_config(endpoint: str, project_id: str) -> Config:
 async def _demo_simulator() -> AsyncIterator[Config]:
     from exporter.simulator import DEFAULT_PROJECT_ID, Simulation, serve
 
-    sim = Simulation(seed=3, services=8)  # a seed whose fleet includes auto-stop services
+    # A mixed fleet: classic (v1) services, a seed whose fleet includes auto-stop ones, and
+    # new-generation (v2) services beside them.
+    sim = Simulation(seed=3, services=8, v2_services=4)
     async with serve(sim) as url:
         log.info("demo simulator started", extra={"url": url, "services": len(sim.services)})
         yield demo_config(url, DEFAULT_PROJECT_ID)

@@ -137,14 +137,16 @@ def test_json_logs_and_telemetry_path(tmp_path: Path) -> None:
     try:
         body = b""
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and b"modelarts_service_info" not in body:
+        # the demo's mixed fleet: both generations, and resource usage from the monitor API
+        wanted = (b'generation="v1"', b'generation="v2"', b"modelarts_service_model_cpu_cores{")
+        while time.monotonic() < deadline and not all(w in body for w in wanted):
             time.sleep(0.2)
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/custom", timeout=5) as r:
                     body = r.read()
             except OSError:
                 continue
-        assert b"modelarts_service_info" in body
+        assert all(w in body for w in wanted), body[-2000:]
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)

@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--listen", type=_listen, default=("127.0.0.1", 8080), metavar="HOST:PORT")
-    add("--services", type=int, default=5, help="number of services (default 5)")
+    add("--services", type=int, default=5, help="number of v1 services (default 5)")
+    add("--v2-services", type=int, default=0, help="number of v2 services (default 0)")
     add("--seed", type=int, default=0)
     add(
         "--project-id",
@@ -107,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--slow-seconds", type=float, default=2.0)
     add("--malformed-rate", type=_probability, default=0.0)
     add("--drop-rate", type=_probability, default=0.0)
+    add("--quota-per-second", type=int, default=None, metavar="N", help="account quota (429)")
+    add("--quota-per-minute", type=int, default=None, metavar="N", help="account quota (429)")
     add("--strings", action="store_true", help="render numbers and booleans as JSON strings")
     add("--log.level", dest="log_level", default="info", choices=("debug", "info", "warn", "error"))
     add("--version", action="version", version=f"%(prog)s {__version__}")
@@ -124,7 +127,9 @@ def build_simulation(args: argparse.Namespace) -> Simulation:
         token_ttl=args.token_ttl,
         dynamic=not args.static,
         happening_interval=args.happening_interval,
+        v2_services=args.v2_services,
     )
+    sim.set_quota(args.quota_per_second, args.quota_per_minute)
     sim.require_auth = args.require_auth
     sim.string_numbers = args.strings
     for who, password in args.iam_user:
