@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from a checkout without an installed package
     sys.path.insert(0, str(ROOT))
 
-from exporter.metrics.catalogue import KNOWN_STATUSES, LAST_UPDATE_RESULTS  # noqa: E402
+from exporter.metrics.catalogue import ALL_STATUSES, LAST_UPDATE_RESULTS  # noqa: E402
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboards"
 SCHEMA_VERSION = 39
@@ -239,13 +239,18 @@ STATUS_COLORS = {
     "deleting": "dark-red",
     "pending": "light-blue",
     "waiting": "light-blue",
+    # v2 only
+    "init": "light-blue",
+    "upgrading": "blue",
+    "error": "red",
+    "interrupting": "yellow",
 }
-STATUS_CODE = one_hot_code("modelarts_service_status", "status", KNOWN_STATUSES)
+STATUS_CODE = one_hot_code("modelarts_service_status", "status", ALL_STATUSES)
 STATUS_CODE_MAPPINGS = (
     Mapping("0", "other", "text"),
-    *(Mapping(str(c), s, STATUS_COLORS[s]) for c, s in enumerate(KNOWN_STATUSES, start=1)),
+    *(Mapping(str(c), s, STATUS_COLORS[s]) for c, s in enumerate(ALL_STATUSES, start=1)),
 )
-STATUS_TEXT_MAPPINGS = tuple(Mapping(s, s, STATUS_COLORS[s]) for s in KNOWN_STATUSES)
+STATUS_TEXT_MAPPINGS = tuple(Mapping(s, s, STATUS_COLORS[s]) for s in ALL_STATUSES)
 
 UPDATE_COLORS = {"success": "green", "fail": "red", "running": "blue"}
 UPDATE_CODE = one_hot_code("modelarts_service_last_update_result", "result", LAST_UPDATE_RESULTS)
@@ -359,7 +364,7 @@ def fleet() -> Dashboard:
                             "modelarts_service_status_changed_timestamp_seconds", SERVICE_KEY
                         )
                         + "\n* on (project_id, service_id) group_left(status)\n"
-                        + in_status("failed|concerning"),
+                        + in_status("failed|error|concerning"),
                         w=10,
                         h=10,
                         description="Services that need attention, and since when.",
