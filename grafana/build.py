@@ -706,6 +706,93 @@ def service() -> Dashboard:
                 ),
             ),
             Row(
+                "Resource usage",
+                (
+                    panel(
+                        "timeseries",
+                        "Running vs desired instances",
+                        Query(f"sum({sel('modelarts_service_instances')})", "desired (v1)"),
+                        Query(f"sum({sel('modelarts_service_running_instances')})", "running (v1)"),
+                        Query(
+                            f"sum({sel('modelarts_service_model_instances')})",
+                            "desired, all models",
+                        ),
+                        Query(
+                            f"sum({sel('modelarts_service_model_running_instances')})",
+                            "running, all models",
+                        ),
+                        w=8,
+                        h=8,
+                        description="Instances asked for and running: v1 from the monitor API, "
+                        "v2 from its instance groups; ModelArtsServiceInstancesBelowDesired "
+                        "fires after 10 minutes short.",
+                        decimals=0,
+                    ),
+                    panel(
+                        "timeseries",
+                        "GPU and NPU memory utilisation",
+                        *(
+                            Query(
+                                f"max by (model_name, model_version, node_id) "
+                                f"({sel(used)} / ({sel(total)} > 0))",
+                                f"{kind} {{{{model_name}}}} {{{{model_version}}}} {{{{node_id}}}}",
+                            )
+                            for kind, used, total in (
+                                (
+                                    "GPU",
+                                    "modelarts_service_model_gpu_memory_used_bytes",
+                                    "modelarts_service_model_gpu_memory_bytes",
+                                ),
+                                (
+                                    "NPU",
+                                    "modelarts_service_model_npu_memory_used_bytes",
+                                    "modelarts_service_model_npu_memory_bytes",
+                                ),
+                            )
+                        ),
+                        w=8,
+                        h=8,
+                        description="Accelerator memory used over allocated, per model (v1 "
+                        "monitor API); ModelArtsServiceAcceleratorMemoryHigh fires above 90%.",
+                        unit="percentunit",
+                        min=0,
+                        max=1,
+                        thresholds=(Threshold(None, "green"), Threshold(0.9, "red")),
+                        threshold_line=True,
+                    ),
+                    panel(
+                        "timeseries",
+                        "CPU and memory utilisation",
+                        *(
+                            Query(
+                                f"max by (model_name, model_version, node_id) "
+                                f"({sel(used)} / ({sel(total)} > 0))",
+                                f"{kind} {{{{model_name}}}} {{{{model_version}}}} {{{{node_id}}}}",
+                            )
+                            for kind, used, total in (
+                                (
+                                    "CPU",
+                                    "modelarts_service_model_cpu_cores_used",
+                                    "modelarts_service_model_cpu_cores",
+                                ),
+                                (
+                                    "memory",
+                                    "modelarts_service_model_memory_used_bytes",
+                                    "modelarts_service_model_memory_bytes",
+                                ),
+                            )
+                        ),
+                        w=8,
+                        h=8,
+                        description="CPU cores and memory used over allocated, per model (v1 "
+                        "monitor API).",
+                        unit="percentunit",
+                        min=0,
+                        max=1,
+                    ),
+                ),
+            ),
+            Row(
                 "Invocations",
                 (
                     panel(
