@@ -286,6 +286,32 @@ def service_variable(metric: str, multi: bool) -> Variable:
 # --- the dashboards ----------------------------------------------------------------------
 
 
+ACCELERATOR_MEMORY = (
+    (
+        "GPU",
+        "modelarts_service_model_gpu_memory_used_bytes",
+        "modelarts_service_model_gpu_memory_bytes",
+    ),
+    (
+        "NPU",
+        "modelarts_service_model_npu_memory_used_bytes",
+        "modelarts_service_model_npu_memory_bytes",
+    ),
+)
+CPU_AND_MEMORY = (
+    ("CPU", "modelarts_service_model_cpu_cores_used", "modelarts_service_model_cpu_cores"),
+    ("memory", "modelarts_service_model_memory_used_bytes", "modelarts_service_model_memory_bytes"),
+)
+
+
+def v2_only(metric: str) -> str:
+    """The series of `metric` that belong to v2 services (modelarts_service_info generation)."""
+    return (
+        f"{service_sel(metric)} and on (project_id, service_id) "
+        f"{service_sel('modelarts_service_info', matcher('generation', 'v2'))}"
+    )
+
+
 def fleet() -> Dashboard:
     info = service_sel("modelarts_service_info")
     calls = service_sel("modelarts_service_invocations_total")
@@ -343,13 +369,14 @@ def fleet() -> Dashboard:
                         "Status of every service",
                         f"{in_status('.+')}\n"
                         "* on (project_id, service_id) "
-                        "group_left(service_name, infer_type, pool_name)\n"
-                        "max by (project_id, service_id, service_name, infer_type, pool_name) "
-                        f"({info})",
+                        "group_left(service_name, infer_type, pool_name, generation)\n"
+                        "max by (project_id, service_id, service_name, infer_type, pool_name, "
+                        f"generation) ({info})",
                         w=14,
                         h=10,
-                        description="Current status with inference type and resource pool. "
-                        "Click a name for the service's own dashboard.",
+                        description="Current status with inference type, resource pool and "
+                        "API generation (v1, or v2 for the new-generation services). Click a "
+                        "name for the service's own dashboard.",
                         mappings=STATUS_TEXT_MAPPINGS,
                         table=TableStyle(
                             renames=(("service_name", "service"), ("infer_type", "type")),
@@ -387,6 +414,76 @@ def fleet() -> Dashboard:
                         description="Each service's status through the time range.",
                         legend="{{service_name}}",
                         mappings=STATUS_CODE_MAPPINGS,
+                    ),
+                ),
+            ),
+            Row(
+                "Resource usage",
+                (
+                    panel(
+                        "timeseries",
+                        "Instances short of desired",
+                        Query(
+                            f"sum by ({SERVICE_KEY}) ({service_sel('modelarts_service_instances')})"
+                            f"\n- sum by ({SERVICE_KEY}) "
+                            f"({service_sel('modelarts_service_running_instances')})",
+                            "{{service_name}} (v1)",
+                        ),
+                        Query(
+                            f"sum by ({SERVICE_KEY}) "
+                            f"({v2_only('modelarts_service_model_instances')})"
+                            f"\n- sum by ({SERVICE_KEY}) "
+                            f"({v2_only('modelarts_service_model_running_instances')})",
+                            "{{service_name}} (v2)",
+                        ),
+                        w=8,
+                        h=8,
+                        description="Desired minus running instances per service: v1 from the "
+                        "monitor API, v2 summed over its instance groups. "
+                        "ModelArtsServiceInstancesBelowDesired fires after 10 minutes short.",
+                        decimals=0,
+                        min=0,
+                    ),
+                    panel(
+                        "timeseries",
+                        "Highest GPU and NPU memory utilisation",
+                        *(
+                            Query(
+                                f"max by ({SERVICE_KEY}) "
+                                f"({service_sel(used)} / ({service_sel(total)} > 0))",
+                                f"{{{{service_name}}}} {kind}",
+                            )
+                            for kind, used, total in ACCELERATOR_MEMORY
+                        ),
+                        w=8,
+                        h=8,
+                        description="The fullest model of each service: accelerator memory used "
+                        "over allocated (v1 monitor API). ModelArtsServiceAcceleratorMemoryHigh "
+                        "fires above 90% for 15 minutes.",
+                        unit="percentunit",
+                        min=0,
+                        max=1,
+                        thresholds=(Threshold(None, "green"), Threshold(0.9, "red")),
+                        threshold_line=True,
+                    ),
+                    panel(
+                        "timeseries",
+                        "CPU and memory utilisation",
+                        *(
+                            Query(
+                                f"sum by ({SERVICE_KEY}) ({service_sel(used)})\n"
+                                f"/ (sum by ({SERVICE_KEY}) ({service_sel(total)}) > 0)",
+                                f"{{{{service_name}}}} {kind}",
+                            )
+                            for kind, used, total in CPU_AND_MEMORY
+                        ),
+                        w=8,
+                        h=8,
+                        description="CPU cores and memory used over allocated, all models of a "
+                        "service together (v1 monitor API).",
+                        unit="percentunit",
+                        min=0,
+                        max=1,
                     ),
                 ),
             ),
@@ -737,18 +834,7 @@ def service() -> Dashboard:
                                 f"({sel(used)} / ({sel(total)} > 0))",
                                 f"{kind} {{{{model_name}}}} {{{{model_version}}}} {{{{node_id}}}}",
                             )
-                            for kind, used, total in (
-                                (
-                                    "GPU",
-                                    "modelarts_service_model_gpu_memory_used_bytes",
-                                    "modelarts_service_model_gpu_memory_bytes",
-                                ),
-                                (
-                                    "NPU",
-                                    "modelarts_service_model_npu_memory_used_bytes",
-                                    "modelarts_service_model_npu_memory_bytes",
-                                ),
-                            )
+                            for kind, used, total in ACCELERATOR_MEMORY
                         ),
                         w=8,
                         h=8,
@@ -769,18 +855,7 @@ def service() -> Dashboard:
                                 f"({sel(used)} / ({sel(total)} > 0))",
                                 f"{kind} {{{{model_name}}}} {{{{model_version}}}} {{{{node_id}}}}",
                             )
-                            for kind, used, total in (
-                                (
-                                    "CPU",
-                                    "modelarts_service_model_cpu_cores_used",
-                                    "modelarts_service_model_cpu_cores",
-                                ),
-                                (
-                                    "memory",
-                                    "modelarts_service_model_memory_used_bytes",
-                                    "modelarts_service_model_memory_bytes",
-                                ),
-                            )
+                            for kind, used, total in CPU_AND_MEMORY
                         ),
                         w=8,
                         h=8,
