@@ -387,14 +387,19 @@ def fleet() -> Dashboard:
                     panel(
                         "table",
                         "Failed or concerning services",
-                        timestamp_ms(
+                        "(\n  "
+                        + timestamp_ms(
                             "modelarts_service_status_changed_timestamp_seconds", SERVICE_KEY
                         )
-                        + "\n* on (project_id, service_id) group_left(status)\n"
+                        + f"\n  or max by ({SERVICE_KEY}) "
+                        f"({v2_only('modelarts_service_last_event_timestamp_seconds')}) * 1000"
+                        + "\n)\n* on (project_id, service_id) group_left(status)\n"
                         + in_status("failed|error|concerning"),
                         w=10,
                         h=10,
-                        description="Services that need attention, and since when.",
+                        description="Services that need attention, and since when; v2 services "
+                        "report no status-change time, so theirs is the time of their newest "
+                        "event.",
                         unit="dateTimeFromNow",
                         mappings=STATUS_TEXT_MAPPINGS,
                         no_value="none",
@@ -934,7 +939,8 @@ def service() -> Dashboard:
                         w=12,
                         h=8,
                         legend="{{event_type}} {{phase}}",
-                        description="Service events by type and deployment phase.",
+                        description="Service events by type (normal, abnormal and, for v2 "
+                        "services, warning) and deployment phase.",
                         bars=True,
                         stack=True,
                     ),
