@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from exporter.simulator import DEFAULT_PROJECT_ID, Simulation, serve, wire
+from exporter.simulator import DEFAULT_PROJECT_ID, Simulation, serve
 from tests.harness import free_port
 
 pytestmark = pytest.mark.e2e
@@ -413,19 +413,13 @@ def _config_file(tmp_path: Path, url: str) -> Path:
     return path
 
 
-def test_v2_and_monitor_queries_and_rules_return_data(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The simulator's load stays below what fills 90% of accelerator memory; pin it near full
-    # for serving services so that ModelArtsServiceAcceleratorMemoryHigh has something to see.
-    real_load = wire._load
-    monkeypatch.setattr(
-        wire, "_load", lambda svc, index, now: 0.98 if real_load(svc, index, now) else 0.0
-    )
+def test_v2_and_monitor_queries_and_rules_return_data(tmp_path: Path) -> None:
     sim = Simulation(seed=7, services=0, dynamic=False)
     # A monitored v1 service one instance short on each model, a GPU and an NPU model among
-    # them; a v2 service with instance groups one short; a v2 service in "error".
+    # them, its accelerators nearly full (so that ModelArtsServiceAcceleratorMemoryHigh has
+    # something to see); a v2 service with instance groups one short; a v2 service in "error".
     v1 = sim.add_service(name="e2e-v1", status="concerning", generation="v1")
+    sim.service(v1).load = 0.98
     v2 = sim.add_service(name="e2e-v2", status="concerning", generation="v2")
     v2_error = sim.add_service(name="e2e-v2-error", status="error", generation="v2")
     for model, flavor in zip(
