@@ -35,6 +35,7 @@ class RunOptions:
     telemetry_path: str = "/metrics"
     shard: int = 0
     total_shards: int = 1
+    enable_lifecycle: bool = False  # POST /-/reload (SIGHUP always reloads)
 
 
 def client_ssl_context(config: Config) -> ssl.SSLContext:
@@ -218,6 +219,7 @@ class Exporter:
             ready=self.ready,
             reload=self.reload,
             telemetry_path=self.options.telemetry_path,
+            lifecycle=self.options.enable_lifecycle,
         )
 
 
