@@ -801,7 +801,9 @@ def test_tls_ca_file_must_exist(tmp_path: Path) -> None:
         ("der", "no PEM certificate in it"),  # the right certificate, DER-encoded
     ],
 )
-def test_tls_ca_file_must_be_a_pem_bundle(tmp_path: Path, content: bytes | str, reason: str) -> None:
+def test_tls_ca_file_must_be_a_pem_bundle(
+    tmp_path: Path, content: bytes | str, reason: str
+) -> None:
     ca = trustme.CA()
     if content == "key":
         content = ca.private_key_pem.bytes()
