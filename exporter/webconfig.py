@@ -1,9 +1,12 @@
 """Web security from an exporter-toolkit web config file: TLS, basic auth and response headers.
 
 `--web.config.file` uses the format every Prometheus exporter shares (exporter-toolkit's web
-configuration), so a file written for node_exporter works here unchanged, with two exceptions
-that are reported as config errors rather than silently weakened: inline `cert`/`key` and
-`client_allowed_sans`, and `client_auth_type: RequireAnyClientCert` (see `_CLIENT_AUTH_TYPES`).
+configuration), so a file written for node_exporter works here unchanged, except where Python's
+TLS cannot do what the file asks; those are reported as config errors rather than silently
+weakened: inline `cert`/`key` and `client_allowed_sans`, `client_auth_type:
+RequireAnyClientCert` (see `_CLIENT_AUTH_TYPES`), TLS 1.3 names in `cipher_suites`, and more than
+one curve in `curve_preferences`. Cipher suites (TLS 1.2 and below, as in Go), the one curve and
+`prefer_server_cipher_suites` are applied.
 
 The YAML itself is read by `config.read_yaml`, so every file of the exporter is parsed in one
 place with the same secret-safe error messages; the schema is validated here.
@@ -68,6 +71,44 @@ _TLS_VERSIONS: Mapping[str, ssl.TLSVersion] = {
 # exporter-toolkit's default minimum.
 _DEFAULT_MIN_VERSION = "TLS12"
 
+# cipher_suites names are Go's, which are the IANA names; OpenSSL names the same suites its own
+# way. Like Go, the list governs TLS 1.2 and below: TLS 1.3 suites are not configurable in
+# either (Python's set_ciphers leaves them alone too), so naming one is refused, not ignored.
+_CIPHER_SUITES: Mapping[str, str] = {
+    "TLS_RSA_WITH_RC4_128_SHA": "RC4-SHA",
+    "TLS_RSA_WITH_3DES_EDE_CBC_SHA": "DES-CBC3-SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA256": "AES128-SHA256",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA": "ECDHE-ECDSA-RC4-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_RC4_128_SHA": "ECDHE-RSA-RC4-SHA",
+    "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA": "ECDHE-RSA-DES-CBC3-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256": "ECDHE-ECDSA-AES128-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256": "ECDHE-RSA-AES128-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+}
+_TLS13_SUITES = frozenset(
+    ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256")
+)
+# curve_preferences names are Go's; the values are OpenSSL's group names.
+_CURVES: Mapping[str, str] = {
+    "CurveP256": "prime256v1",
+    "CurveP384": "secp384r1",
+    "CurveP521": "secp521r1",
+    "X25519": "X25519",
+}
+
 _TOP_KEYS = ("tls_server_config", "http_server_config", "basic_auth_users")
 _TLS_KEYS = (
     "cert_file",
@@ -130,6 +171,10 @@ class TLSServerConfig:
     client_ca_file: Path | None = None
     min_version: str | None = None
     max_version: str | None = None
+    # OpenSSL names, in the configured order (empty: OpenSSL's defaults).
+    cipher_suites: tuple[str, ...] = ()
+    curve: str | None = None  # the one key-exchange group allowed (OpenSSL name)
+    prefer_server_cipher_suites: bool = True
 
 
 @dataclass(frozen=True)
@@ -239,16 +284,20 @@ class _Parser:
         if value is not None and not isinstance(value, bool):
             self.problem(path, f"expected a boolean, got {_type_name(value)}")
 
-    def string_list(self, section: Mapping[str, object], path: str, key: str) -> None:
+    def string_list(self, section: Mapping[str, object], path: str, key: str) -> list[str]:
         value = section.get(key)
         if value is None:
-            return
+            return []
         if not isinstance(value, list):
             self.problem(path, f"expected a list of strings, got {_type_name(value)}")
-            return
+            return []
+        items: list[str] = []
         for index, item in enumerate(value):
             if not isinstance(item, str):
                 self.problem(f"{path}[{index}]", f"expected a string, got {_type_name(item)}")
+            else:
+                items.append(item)
+        return items
 
     def tls(self, raw: object) -> TLSServerConfig | None:
         label = "tls_server_config"
@@ -294,12 +343,10 @@ class _Parser:
             self.problem(
                 f"{label}.max_version", f"must not be lower than min_version {min_version}"
             )
-        # Accepted for compatibility, not applied: the names are Go's (OpenSSL names its suites
-        # and groups differently), Go itself ignores prefer_server_cipher_suites, and Python's
-        # defaults already exclude weak suites and prefer the server's order.
-        self.string_list(section, f"{label}.cipher_suites", "cipher_suites")
-        self.string_list(section, f"{label}.curve_preferences", "curve_preferences")
+        suites = self.cipher_suites(section, label, min_version)
+        curve = self.curve(section, label)
         self.boolean(section, f"{label}.prefer_server_cipher_suites", "prefer_server_cipher_suites")
+        prefer = section.get("prefer_server_cipher_suites")
         if cert_file is None or key_file is None or auth is None or auth == "RequireAnyClientCert":
             return None
         return TLSServerConfig(
@@ -311,7 +358,58 @@ class _Parser:
             client_ca_file=ca_file if _CLIENT_AUTH_TYPES[auth] != ssl.CERT_NONE else None,
             min_version=min_version,
             max_version=max_version,
+            cipher_suites=suites,
+            curve=curve,
+            prefer_server_cipher_suites=prefer is not False,
         )
+
+    def cipher_suites(
+        self, section: Mapping[str, object], label: str, min_version: str | None
+    ) -> tuple[str, ...]:
+        path = f"{label}.cipher_suites"
+        names = self.string_list(section, path, "cipher_suites")
+        if not names:
+            return ()
+        if min_version == "TLS13":
+            self.problem(path, "has no effect with min_version TLS13 (TLS 1.3 suites are fixed)")
+            return ()
+        suites: list[str] = []
+        for index, name in enumerate(names):
+            item = f"{path}[{index}]"
+            if name in _TLS13_SUITES:
+                self.problem(
+                    item,
+                    f"{name} is a TLS 1.3 suite; TLS 1.3 suites are not configurable "
+                    "(in Go neither): list TLS 1.2 suites only",
+                )
+            elif name not in _CIPHER_SUITES:
+                hint = difflib.get_close_matches(name, list(_CIPHER_SUITES), n=1)
+                suffix = f" (did you mean {hint[0]}?)" if hint else ""
+                self.problem(item, f"unknown cipher suite {_quote(name)}{suffix}")
+            elif not _openssl_has_cipher(_CIPHER_SUITES[name]):
+                self.problem(item, f"{name} is not available in this Python's OpenSSL")
+            else:
+                suites.append(_CIPHER_SUITES[name])
+        return tuple(suites)
+
+    def curve(self, section: Mapping[str, object], label: str) -> str | None:
+        path = f"{label}.curve_preferences"
+        names = self.string_list(section, path, "curve_preferences")
+        if not names:
+            return None
+        if len(names) > 1:
+            # ssl.SSLContext.set_ecdh_curve takes one group; Python 3.11 has no way to set a list.
+            self.problem(
+                path,
+                "Python's TLS can restrict key exchange to one curve only: list exactly one "
+                f"(one of {', '.join(_CURVES)})",
+            )
+            return None
+        name = names[0]
+        if name not in _CURVES:
+            self.problem(f"{path}[0]", f"must be one of {', '.join(_CURVES)}, got {_quote(name)}")
+            return None
+        return _CURVES[name]
 
     def http(self, raw: object) -> dict[str, str]:
         label = "http_server_config"
@@ -471,11 +569,27 @@ def _tls_file_problems(cfg: TLSServerConfig) -> list[str]:
     return problems
 
 
+def _openssl_has_cipher(name: str) -> bool:
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(name)
+    except ssl.SSLError:
+        return False
+    return True
+
+
 def _build_context(cfg: TLSServerConfig) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = _TLS_VERSIONS[cfg.min_version or _DEFAULT_MIN_VERSION]
     if cfg.max_version is not None:
         context.maximum_version = _TLS_VERSIONS[cfg.max_version]
+    if cfg.cipher_suites:
+        context.set_ciphers(":".join(cfg.cipher_suites))
+    if cfg.curve is not None:
+        context.set_ecdh_curve(cfg.curve)
+    if cfg.prefer_server_cipher_suites:
+        context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    else:
+        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     context.load_cert_chain(cfg.cert_file, cfg.key_file, password=_refuse_password)
     verify_mode = _CLIENT_AUTH_TYPES.get(cfg.client_auth_type)
     if verify_mode is None:
