@@ -24,8 +24,8 @@ import logging
 import re
 import secrets
 import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -37,14 +37,16 @@ from exporter.config import ConfigError, read_yaml
 
 __all__ = [
     "BasicAuthenticator",
+    "LiveWebConfig",
     "TLSContextManager",
     "TLSServerConfig",
     "WebConfig",
     "WebConfigError",
     "auth_middleware",
-    "headers_middleware",
     "load_web_config",
+    "response_headers",
     "start_tls_reloader",
+    "start_web_config_reloader",
 ]
 
 logger = logging.getLogger(__name__)
@@ -636,6 +638,27 @@ class TLSContextManager:
         """The context to serve with, for the server's whole lifetime."""
         return self._context
 
+    @property
+    def config(self) -> TLSServerConfig:
+        return self._cfg
+
+    def retarget(self, cfg: TLSServerConfig) -> None:
+        """Read the certificate, key and CA from other files from now on (the next
+        `reload_if_changed` loads them); everything else is fixed for the server's life."""
+        if (
+            replace(
+                cfg,
+                cert_file=self._cfg.cert_file,
+                key_file=self._cfg.key_file,
+                client_ca_file=self._cfg.client_ca_file,
+            )
+            != self._cfg
+        ):
+            raise ValueError("only the file paths can change without a restart")
+        self._cfg = cfg
+        self._state = ()
+        self._failed_state = None
+
     def reload_if_changed(self) -> bool:
         """Re-read the files if they changed; True when new connections now use the new ones."""
         state = self._file_state()
@@ -685,6 +708,98 @@ def _stat_file(path: Path) -> _FileState:
     except OSError:
         return None
     return (info.st_mtime_ns, info.st_size, digest)
+
+
+class LiveWebConfig:
+    """The web config file as last read successfully, re-read when it changes.
+
+    exporter-toolkit reads the file for every connection, so a revoked password stops working at
+    once; here the file is checked every few seconds (`start_web_config_reloader`) and users and
+    headers are swapped in whole when it parses. A file that does not parse is reported once and
+    changes nothing. Certificates are re-read when their files change; whether TLS is on, its
+    versions, client auth, suites and curve are fixed at start (the listening socket and the
+    served context are), so a change to those is reported as needing a restart.
+    """
+
+    def __init__(self, path: str | Path, config: WebConfig) -> None:
+        self._path = Path(path)
+        self._state = _stat_file(self._path)
+        self._failed_state: _FileState = None
+        self.tls = TLSContextManager(config.tls) if config.tls is not None else None
+        self._config = config
+        self.headers: Mapping[str, str] = config.headers
+        self.authenticator = _authenticator(config.basic_auth_users)
+
+    def attach(self, app: web.Application) -> None:
+        """Basic auth (first of the app's middlewares) and the response headers."""
+        app.middlewares.insert(0, auth_middleware(lambda: self.authenticator))
+        app.on_response_prepare.append(response_headers(lambda: self.headers))
+
+    def read_if_changed(self) -> WebConfig | None:
+        """The new config when the file changed and parses (blocking: run it in a thread)."""
+        state = _stat_file(self._path)
+        if state in (self._state, self._failed_state):
+            return None
+        try:
+            config = load_web_config(self._path)
+        except WebConfigError as exc:
+            self._failed_state = state
+            logger.warning(
+                "web config reload failed, keeping the previous users, headers and TLS",
+                extra={"problems": "; ".join(exc.problems)},
+            )
+            return None
+        self._state = state
+        self._failed_state = None
+        return config
+
+    def apply(self, config: WebConfig) -> None:
+        """Swap in users and headers; point TLS at new files (on the event loop)."""
+        old = self._config
+        if dict(config.basic_auth_users) != dict(old.basic_auth_users):
+            self.authenticator = _authenticator(config.basic_auth_users)
+        self.headers = config.headers
+        kept = old.tls
+        if (config.tls is None) != (self.tls is None):
+            logger.warning("web config: turning TLS on or off needs a restart")
+        elif self.tls is not None and config.tls is not None and config.tls != self.tls.config:
+            try:
+                self.tls.retarget(config.tls)
+                kept = config.tls
+            except ValueError:
+                logger.warning(
+                    "web config: TLS versions, client auth, cipher suites and curve apply at "
+                    "start; restart to use the new ones (certificate files still re-read)"
+                )
+        self._config = replace(config, tls=kept)
+        logger.info(
+            "web config reloaded",
+            extra={"users": len(config.basic_auth_users), "headers": len(config.headers)},
+        )
+
+
+def _authenticator(users: Mapping[str, str]) -> BasicAuthenticator | None:
+    return BasicAuthenticator(users) if users else None
+
+
+def start_web_config_reloader(live: LiveWebConfig, interval: float = 2.0) -> asyncio.Task[None]:
+    """Check the web config file and the certificate files every `interval` seconds."""
+    if interval <= 0:
+        raise ValueError("interval must be greater than 0")
+    return asyncio.create_task(_watch_web_config(live, interval), name="web-config-reloader")
+
+
+async def _watch_web_config(live: LiveWebConfig, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            config = await asyncio.to_thread(live.read_if_changed)
+            if config is not None:
+                live.apply(config)
+            if live.tls is not None:
+                await asyncio.to_thread(live.tls.reload_if_changed)
+        except Exception:
+            logger.exception("web config reload crashed; will retry")
 
 
 def start_tls_reloader(manager: TLSContextManager, interval: float = 30.0) -> asyncio.Task[None]:
@@ -799,16 +914,22 @@ def _parse_basic(header: str | None) -> tuple[str, bytes] | None:
 
 
 def auth_middleware(
-    authenticator: BasicAuthenticator, *, open_paths: frozenset[str] = frozenset({"/-/healthy"})
+    authenticator: BasicAuthenticator | Callable[[], BasicAuthenticator | None],
+    *,
+    open_paths: frozenset[str] = frozenset({"/-/healthy"}),
 ) -> Middleware:
-    """Answer 401 unless the request has valid basic auth credentials or its path is open."""
+    """Answer 401 unless the request has valid basic auth credentials or its path is open.
+
+    `authenticator` may be a callable giving the current one (None: no users, all open)."""
     challenge = {hdrs.WWW_AUTHENTICATE: f'Basic realm="{REALM}"'}
+    current = authenticator if callable(authenticator) else (lambda: authenticator)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in open_paths:
+        checker = current()
+        if checker is None or request.path in open_paths:
             return await handler(request)
-        if await authenticator.check_async(request.headers.get(hdrs.AUTHORIZATION)):
+        if await checker.check_async(request.headers.get(hdrs.AUTHORIZATION)):
             return await handler(request)
         logger.debug("unauthorized request", extra={"path": request.path})
         return web.Response(status=401, text="Unauthorized", headers=challenge)
@@ -816,21 +937,17 @@ def auth_middleware(
     return middleware
 
 
-def headers_middleware(headers: Mapping[str, str]) -> Middleware:
-    """Add the configured headers to every response; list it first so 401s get them too."""
-    extra = dict(headers)
+def response_headers(
+    headers: Mapping[str, str] | Callable[[], Mapping[str, str]],
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """An `on_response_prepare` handler adding the configured headers to every response:
+    streamed ones (/metrics), 401s and router errors included, since all are prepared.
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            # Router errors (404, 405) arrive as exceptions, and are responses too.
-            exc.headers.update(extra)
-            raise
-        # A streamed response that was already prepared has sent its headers; ours are
-        # plain responses, prepared after the middlewares return.
-        response.headers.update(extra)
-        return response
+    `headers` may be a callable giving the current ones."""
+    fixed = None if callable(headers) else dict(headers)
+    current = headers if callable(headers) else (lambda: fixed or {})
 
-    return middleware
+    async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(current())
+
+    return on_prepare

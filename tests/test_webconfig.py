@@ -29,8 +29,8 @@ from exporter.webconfig import (
     WebConfig,
     WebConfigError,
     auth_middleware,
-    headers_middleware,
     load_web_config,
+    response_headers,
     start_tls_reloader,
 )
 
@@ -111,9 +111,18 @@ async def ok_handler(request: web.Request) -> web.Response:
     return web.Response(text=f"ok {request.path}")
 
 
+async def streamed_handler(request: web.Request) -> web.StreamResponse:
+    # Headers go out at prepare(), before any middleware sees the response (as /metrics).
+    response = web.StreamResponse()
+    await response.prepare(request)
+    await response.write(b"streamed")
+    return response
+
+
 def make_app(*middlewares: Any) -> web.Application:
     app = web.Application(middlewares=list(middlewares))
     app.router.add_get("/", ok_handler)
+    app.router.add_get("/stream", streamed_handler)
     app.router.add_get("/metrics", ok_handler)
     app.router.add_get("/-/healthy", ok_handler)
     return app
@@ -823,15 +832,17 @@ async def test_auth_middleware_over_http() -> None:
         assert (await fetch(base + "/-/healthy/../metrics")).status == 401
 
 
-async def test_headers_middleware_adds_headers_to_every_response() -> None:
+async def test_configured_headers_are_added_to_every_response() -> None:
     headers = {"X-Frame-Options": "deny", "Strict-Transport-Security": "max-age=31536000"}
     authenticator = BasicAuthenticator({"prometheus": HASH})
-    app = make_app(headers_middleware(headers), auth_middleware(authenticator))
+    app = make_app(auth_middleware(authenticator))
+    app.on_response_prepare.append(response_headers(headers))
     async with serve(app) as port:
         base = f"http://127.0.0.1:{port}"
         right = basic("prometheus", PASSWORD)
         for path, authorization, status in [
             ("/metrics", right, 200),
+            ("/stream", right, 200),
             ("/metrics", None, 401),
             ("/-/healthy", None, 200),
             ("/no-such-page", right, 404),
@@ -861,10 +872,8 @@ basic_auth_users:
     config = load_web_config(path)
     assert config.tls is not None
     manager = TLSContextManager(config.tls)
-    app = make_app(
-        headers_middleware(config.headers),
-        auth_middleware(BasicAuthenticator(config.basic_auth_users)),
-    )
+    app = make_app(auth_middleware(BasicAuthenticator(config.basic_auth_users)))
+    app.on_response_prepare.append(response_headers(config.headers))
     async with serve(app, manager.context) as port:
         url = f"https://127.0.0.1:{port}/metrics"
         with_cert = client_context(pki.ca, pki.client)
