@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all install tools demo test lint typecheck unit bench dashboards clean
+.PHONY: all install tools demo test lint typecheck unit soak bench dashboards clean
 
 all: test
 
@@ -45,6 +45,10 @@ unit: install tools
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -p no:cacheprovider
 
 test: lint typecheck unit
+
+# The reliability suite at full length (ten minutes of churn); `make test` runs it short.
+soak: install tools
+	SOAK_SECONDS=600 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -p no:cacheprovider -s -m reliability
 
 dashboards: install
 	$(BIN)/python grafana/build.py

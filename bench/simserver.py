@@ -8,7 +8,11 @@ SIGTERM/SIGINT. Besides the ModelArts API it answers the driver's control routes
 - `GET /_bench/running?n=K`: K running v1 services (the first K in id order);
 - `POST /_bench/change` `{"kind": "status"|"invocations"|"events", "service_id": ...}`: make one
   change in the API (stop the service, add a million calls, add five events);
-- `GET /_bench/truth?ids=a,b`: what the API says now about those services (all when no ids).
+- `GET /_bench/truth?ids=a,b`: what the API says now about those services (all when no ids);
+- `GET /_bench/churn`: with `--churn-per-second R`, services are created (every fourth a v2
+  one when the fleet has v2) and deleted R per second each, each living `--churn-lifetime`
+  seconds, the initial fleet untouched: counts, the churned services alive, and those deleted
+  with how long ago; `POST /_bench/churn {"paused": true|false}` stops and resumes it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ import argparse
 import asyncio
 import contextlib
 import sys
+import time
+from collections import deque
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -41,7 +48,55 @@ def truth(sim: Simulation, service_id: str) -> dict[str, Any]:
     return {"status": svc.status, "invocations": calls, "events": events}
 
 
-def build_app(sim: Simulation) -> web.Application:
+class Churn:
+    """Services created and deleted at a steady rate beside a fleet that stays."""
+
+    TICK = 0.25  # seconds
+
+    def __init__(self, sim: Simulation, per_second: float, lifetime: float) -> None:
+        self.sim = sim
+        self.per_second = per_second
+        self.lifetime = lifetime
+        self.paused = False
+        self.created = 0
+        self.deleted = 0
+        self.alive: deque[tuple[float, str]] = deque()  # (created at, service_id)
+        self.gone: dict[str, float] = {}  # service_id -> deleted at (monotonic)
+        self._due = 0.0
+        self._v2 = any(svc.generation == "v2" for svc in sim.services.values())
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.TICK)
+            if not self.paused:
+                self.step(time.monotonic())
+
+    def step(self, now: float) -> None:
+        self._due += self.per_second * self.TICK
+        while self._due >= 1:
+            self._due -= 1
+            generation = "v2" if self._v2 and self.created % 4 == 3 else "v1"
+            sid = self.sim.add_service(name=f"churn-{self.created}", generation=generation)
+            self.alive.append((now, sid))
+            self.created += 1
+        while self.alive and now - self.alive[0][0] >= self.lifetime:
+            _, sid = self.alive.popleft()
+            self.sim.delete_service(sid)
+            self.gone[sid] = now
+            self.deleted += 1
+
+    def report(self) -> dict[str, Any]:
+        now = time.monotonic()
+        return {
+            "created": self.created,
+            "deleted": self.deleted,
+            "paused": self.paused,
+            "alive": [sid for _, sid in self.alive],
+            "deleted_ago": {sid: now - at for sid, at in self.gone.items()},
+        }
+
+
+def build_app(sim: Simulation, churn: Churn | None = None) -> web.Application:
     app = create_app(sim)
 
     async def stats(request: web.Request) -> web.Response:
@@ -104,6 +159,25 @@ def build_app(sim: Simulation) -> web.Application:
     app.router.add_get("/_bench/running", running)
     app.router.add_post("/_bench/change", change)
     app.router.add_get("/_bench/truth", truths)
+    if churn is not None:
+
+        async def churn_report(request: web.Request) -> web.Response:
+            return web.json_response(churn.report())
+
+        async def churn_control(request: web.Request) -> web.Response:
+            churn.paused = bool((await request.json())["paused"])
+            return web.json_response(churn.report())
+
+        async def churning(_: web.Application) -> AsyncIterator[None]:
+            task = asyncio.create_task(churn.run())
+            yield
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        app.router.add_get("/_bench/churn", churn_report)
+        app.router.add_post("/_bench/churn", churn_control)
+        app.cleanup_ctx.append(churning)
     return app
 
 
@@ -119,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quota-per-second", type=int, default=None)
     parser.add_argument("--quota-per-minute", type=int, default=None)
     parser.add_argument("--forbid", default="", help="endpoints answering 403, comma-separated")
+    parser.add_argument("--churn-per-second", type=float, default=0.0)
+    parser.add_argument("--churn-lifetime", type=float, default=60.0)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
@@ -135,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.forbid:
         sim.forbid(DEFAULT_PROJECT_ID, args.forbid.split(","))
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_until_signalled(build_app(sim), args.host, args.port))
+        churn = None
+        if args.churn_per_second > 0:
+            churn = Churn(sim, args.churn_per_second, args.churn_lifetime)
+        asyncio.run(serve_until_signalled(build_app(sim, churn), args.host, args.port))
     sys.stdout.flush()
     return 0
 

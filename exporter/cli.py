@@ -38,6 +38,15 @@ log = logging.getLogger("exporter")
 DEFAULT_CONFIG = "modelarts-exporter.yaml"
 DEFAULT_LISTEN = ":39130"
 SHUTDOWN_TIMEOUT = 10.0
+# The web server's limits (README "Reliability"). An idle connection, or one whose request head
+# is not complete, is closed this many seconds after its last response (or after it opened):
+# aiohttp's own default is an hour, which lets slow clients hold sockets at will.
+SERVER_LIMITS = {
+    "keepalive_timeout": 30.0,
+    "max_line_size": 8190,  # request line and each header line, bytes
+    "max_field_size": 8190,  # one header, bytes
+    "max_headers": 128,  # headers per request
+}
 
 
 class UsageError(Exception):
@@ -222,7 +231,11 @@ async def _serve(args: Args, config: Config | None, web_cfg: webconfig.WebConfig
             live = webconfig.LiveWebConfig(args.web_config, web_cfg)
             live.attach(app)
         runner = web.AppRunner(
-            app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None
+            app,
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            access_log=None,
+            **SERVER_LIMITS,  # type: ignore[arg-type]
         )
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
