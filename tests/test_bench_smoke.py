@@ -71,3 +71,27 @@ def test_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
 
         report.plot(data["rows"], tmp_path / "scaling.png")
         assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(90)
+def test_budget_bench_runs_two_shards_within_the_budget(tmp_path: Path) -> None:
+    """The budget benchmark's harness (simulator control routes, exposition parsing, report) on
+    its shortest scenario: two shards must together stay within the budget."""
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.budget",
+        "--scenarios=shards",
+        "--shards-services=60",
+        "--shards-seconds=6",
+        f"--out={tmp_path}",
+        "--no-plot",
+    ]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=75)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    data = json.loads((tmp_path / "budget.json").read_text())
+    shards = data["shards"]
+    assert 0 < shards["peak"] <= shards["budget"]
+    assert sum(shards["watched"]) == 60 and all(w > 0 for w in shards["watched"])
+    assert "## Two shards, one budget" in (tmp_path / "budget.md").read_text()
