@@ -345,6 +345,12 @@ def age_text(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} d ago"
 
 
+def duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
 def utc(moment: float | None) -> str:
     if moment is None:
         return "never"
@@ -434,7 +440,7 @@ def summary_html(projects: Sequence[ProjectView], rate: RateView | None) -> str:
         link = "status?" + urlencode({"project": p.project_id})
         failing_link = "status?" + urlencode({"project": p.project_id, "failing": "1"})
         errors = "; ".join(f"{gen}: {err}" for gen, err in sorted(p.list_errors.items()) if err)
-        duration = "-" if p.last_cycle_seconds is None else f"{p.last_cycle_seconds:.2f} s"
+        duration = duration_text(p.last_cycle_seconds)
         rows.append(
             f'<tr><td><a href="{esc(link)}">{esc(p.project_id)}</a></td><td>{p.watched}</td>'
             f'<td><a href="{esc(failing_link)}">{p.failing}</a></td><td>{p.stale}</td>'
