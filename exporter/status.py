@@ -59,12 +59,14 @@ class StatusQuery:
         values: dict[str, object] = {
             "project": self.project,
             "failing": "1" if self.failing else "",
-            "page": self.page if self.page != 1 else "",
-            "per_page": self.per_page if self.per_page != PER_PAGE else "",
+            "page": self.page,
+            "per_page": self.per_page,
         }
-        for key, value in changes.items():
-            values[key] = value
-        return urlencode({k: v for k, v in values.items() if v not in ("", None, False)})
+        values.update(changes)
+        defaults: dict[str, object] = {"page": 1, "per_page": PER_PAGE}
+        return urlencode(
+            {k: v for k, v in values.items() if v not in ("", None, False) and defaults.get(k) != v}
+        )
 
 
 def _positive(raw: str | None, default: int, ceiling: int) -> int:
@@ -424,7 +426,7 @@ def page_html(page: StatusPage) -> str:
         "<title>Status · ModelArts Exporter</title>"
         f"<style>{_STYLE}</style></head><body>"
         '<h1>Watched services</h1><p><a href="./">home</a></p>'
-        f'<p id="summary">{page.total} services match, <b>{page.failing}</b> failing; '
+        f'<p id="summary">{page.total} services match, <strong>{page.failing}</strong> failing; '
         f"showing {shown}. Snapshot from {esc(utc(page.published_at))}.</p>"
         f"{_filters(page)}{_pager(page)}"
         '<table id="services"><thead><tr><th>project</th><th>gen</th><th>service</th>'
