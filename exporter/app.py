@@ -37,6 +37,7 @@ class RunOptions:
     telemetry_path: str = "/metrics"
     shard: int = 0
     total_shards: int = 1
+    enable_lifecycle: bool = False  # POST /-/reload (SIGHUP always reloads)
 
 
 def client_ssl_context(config: Config) -> ssl.SSLContext:
@@ -232,6 +233,7 @@ class Exporter:
             status_html=self.status.html,
             status_json=self.status.json,
             summary_html=self.status.summary,
+            lifecycle=self.options.enable_lifecycle,
         )
 
 

@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="exporter-toolkit web configuration: TLS and basic auth",
     )
+    p.add_argument(
+        "--web.enable-lifecycle",
+        dest="enable_lifecycle",
+        action="store_true",
+        help="allow POST /-/reload (SIGHUP always reloads)",
+    )
     p.add_argument("--log.level", dest="log_level", default="info", choices=sorted(LEVELS))
     p.add_argument("--log.format", dest="log_format", default="logfmt", choices=("logfmt", "json"))
     p.add_argument(
@@ -146,7 +152,10 @@ def parse_args(argv: Sequence[str]) -> Args | None:
         log_format=ns.log_format,
         demo=ns.demo,
         options=RunOptions(
-            telemetry_path=ns.telemetry_path, shard=ns.shard, total_shards=ns.total_shards
+            telemetry_path=ns.telemetry_path,
+            shard=ns.shard,
+            total_shards=ns.total_shards,
+            enable_lifecycle=ns.enable_lifecycle,
         ),
     )
 

@@ -29,6 +29,7 @@ class WebHandlers:
     status_html: Callable[[Mapping[str, str]], str] | None = None
     status_json: Callable[[Mapping[str, str]], bytes] | None = None
     summary_html: Callable[[], str] = lambda: ""
+    lifecycle: bool = False  # whether POST /-/reload may act (--web.enable-lifecycle)
 
 
 def _wants_gzip(request: web.Request) -> bool:
@@ -84,6 +85,11 @@ def create_web_app(
         return web.Response(status=503, text="Not ready: first poll cycle not finished.\n")
 
     async def reload(request: web.Request) -> web.Response:
+        if not handlers.lifecycle:
+            # Prometheus' answer and default: a reload over HTTP is opt-in.
+            return web.Response(
+                status=403, text="Lifecycle API is not enabled (--web.enable-lifecycle).\n"
+            )
         ok, message = await handlers.reload()
         return web.Response(status=200 if ok else 500, text=message.rstrip("\n") + "\n")
 

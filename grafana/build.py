@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from a checkout without an installed package
     sys.path.insert(0, str(ROOT))
 
-from exporter.metrics.catalogue import KNOWN_STATUSES, LAST_UPDATE_RESULTS  # noqa: E402
+from exporter.metrics.catalogue import ALL_STATUSES, LAST_UPDATE_RESULTS  # noqa: E402
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboards"
 SCHEMA_VERSION = 39
@@ -239,13 +239,18 @@ STATUS_COLORS = {
     "deleting": "dark-red",
     "pending": "light-blue",
     "waiting": "light-blue",
+    # v2 only
+    "init": "light-blue",
+    "upgrading": "blue",
+    "error": "red",
+    "interrupting": "yellow",
 }
-STATUS_CODE = one_hot_code("modelarts_service_status", "status", KNOWN_STATUSES)
+STATUS_CODE = one_hot_code("modelarts_service_status", "status", ALL_STATUSES)
 STATUS_CODE_MAPPINGS = (
     Mapping("0", "other", "text"),
-    *(Mapping(str(c), s, STATUS_COLORS[s]) for c, s in enumerate(KNOWN_STATUSES, start=1)),
+    *(Mapping(str(c), s, STATUS_COLORS[s]) for c, s in enumerate(ALL_STATUSES, start=1)),
 )
-STATUS_TEXT_MAPPINGS = tuple(Mapping(s, s, STATUS_COLORS[s]) for s in KNOWN_STATUSES)
+STATUS_TEXT_MAPPINGS = tuple(Mapping(s, s, STATUS_COLORS[s]) for s in ALL_STATUSES)
 
 UPDATE_COLORS = {"success": "green", "fail": "red", "running": "blue"}
 UPDATE_CODE = one_hot_code("modelarts_service_last_update_result", "result", LAST_UPDATE_RESULTS)
@@ -279,6 +284,32 @@ def service_variable(metric: str, multi: bool) -> Variable:
 
 
 # --- the dashboards ----------------------------------------------------------------------
+
+
+ACCELERATOR_MEMORY = (
+    (
+        "GPU",
+        "modelarts_service_model_gpu_memory_used_bytes",
+        "modelarts_service_model_gpu_memory_bytes",
+    ),
+    (
+        "NPU",
+        "modelarts_service_model_npu_memory_used_bytes",
+        "modelarts_service_model_npu_memory_bytes",
+    ),
+)
+CPU_AND_MEMORY = (
+    ("CPU", "modelarts_service_model_cpu_cores_used", "modelarts_service_model_cpu_cores"),
+    ("memory", "modelarts_service_model_memory_used_bytes", "modelarts_service_model_memory_bytes"),
+)
+
+
+def v2_only(metric: str) -> str:
+    """The series of `metric` that belong to v2 services (modelarts_service_info generation)."""
+    return (
+        f"{service_sel(metric)} and on (project_id, service_id) "
+        f"{service_sel('modelarts_service_info', matcher('generation', 'v2'))}"
+    )
 
 
 def fleet() -> Dashboard:
@@ -338,13 +369,14 @@ def fleet() -> Dashboard:
                         "Status of every service",
                         f"{in_status('.+')}\n"
                         "* on (project_id, service_id) "
-                        "group_left(service_name, infer_type, pool_name)\n"
-                        "max by (project_id, service_id, service_name, infer_type, pool_name) "
-                        f"({info})",
+                        "group_left(service_name, infer_type, pool_name, generation)\n"
+                        "max by (project_id, service_id, service_name, infer_type, pool_name, "
+                        f"generation) ({info})",
                         w=14,
                         h=10,
-                        description="Current status with inference type and resource pool. "
-                        "Click a name for the service's own dashboard.",
+                        description="Current status with inference type, resource pool and "
+                        "API generation (v1, or v2 for the new-generation services). Click a "
+                        "name for the service's own dashboard.",
                         mappings=STATUS_TEXT_MAPPINGS,
                         table=TableStyle(
                             renames=(("service_name", "service"), ("infer_type", "type")),
@@ -355,14 +387,19 @@ def fleet() -> Dashboard:
                     panel(
                         "table",
                         "Failed or concerning services",
-                        timestamp_ms(
+                        "(\n  "
+                        + timestamp_ms(
                             "modelarts_service_status_changed_timestamp_seconds", SERVICE_KEY
                         )
-                        + "\n* on (project_id, service_id) group_left(status)\n"
-                        + in_status("failed|concerning"),
+                        + f"\n  or max by ({SERVICE_KEY}) "
+                        f"({v2_only('modelarts_service_last_event_timestamp_seconds')}) * 1000"
+                        + "\n)\n* on (project_id, service_id) group_left(status)\n"
+                        + in_status("failed|error|concerning"),
                         w=10,
                         h=10,
-                        description="Services that need attention, and since when.",
+                        description="Services that need attention, and since when; v2 services "
+                        "report no status-change time, so theirs is the time of their newest "
+                        "event.",
                         unit="dateTimeFromNow",
                         mappings=STATUS_TEXT_MAPPINGS,
                         no_value="none",
@@ -382,6 +419,76 @@ def fleet() -> Dashboard:
                         description="Each service's status through the time range.",
                         legend="{{service_name}}",
                         mappings=STATUS_CODE_MAPPINGS,
+                    ),
+                ),
+            ),
+            Row(
+                "Resource usage",
+                (
+                    panel(
+                        "timeseries",
+                        "Instances short of desired",
+                        Query(
+                            f"sum by ({SERVICE_KEY}) ({service_sel('modelarts_service_instances')})"
+                            f"\n- sum by ({SERVICE_KEY}) "
+                            f"({service_sel('modelarts_service_running_instances')})",
+                            "{{service_name}} (v1)",
+                        ),
+                        Query(
+                            f"sum by ({SERVICE_KEY}) "
+                            f"({v2_only('modelarts_service_model_instances')})"
+                            f"\n- sum by ({SERVICE_KEY}) "
+                            f"({v2_only('modelarts_service_model_running_instances')})",
+                            "{{service_name}} (v2)",
+                        ),
+                        w=8,
+                        h=8,
+                        description="Desired minus running instances per service: v1 from the "
+                        "monitor API, v2 summed over its instance groups. "
+                        "ModelArtsServiceInstancesBelowDesired fires after 10 minutes short.",
+                        decimals=0,
+                        min=0,
+                    ),
+                    panel(
+                        "timeseries",
+                        "Highest GPU and NPU memory utilisation",
+                        *(
+                            Query(
+                                f"max by ({SERVICE_KEY}) "
+                                f"({service_sel(used)} / ({service_sel(total)} > 0))",
+                                f"{{{{service_name}}}} {kind}",
+                            )
+                            for kind, used, total in ACCELERATOR_MEMORY
+                        ),
+                        w=8,
+                        h=8,
+                        description="The fullest model of each service: accelerator memory used "
+                        "over allocated (v1 monitor API). ModelArtsServiceAcceleratorMemoryHigh "
+                        "fires above 90% for 15 minutes.",
+                        unit="percentunit",
+                        min=0,
+                        max=1,
+                        thresholds=(Threshold(None, "green"), Threshold(0.9, "red")),
+                        threshold_line=True,
+                    ),
+                    panel(
+                        "timeseries",
+                        "CPU and memory utilisation",
+                        *(
+                            Query(
+                                f"sum by ({SERVICE_KEY}) ({service_sel(used)})\n"
+                                f"/ (sum by ({SERVICE_KEY}) ({service_sel(total)}) > 0)",
+                                f"{{{{service_name}}}} {kind}",
+                            )
+                            for kind, used, total in CPU_AND_MEMORY
+                        ),
+                        w=8,
+                        h=8,
+                        description="CPU cores and memory used over allocated, all models of a "
+                        "service together (v1 monitor API).",
+                        unit="percentunit",
+                        min=0,
+                        max=1,
                     ),
                 ),
             ),
@@ -701,6 +808,71 @@ def service() -> Dashboard:
                 ),
             ),
             Row(
+                "Resource usage",
+                (
+                    panel(
+                        "timeseries",
+                        "Running vs desired instances",
+                        Query(f"sum({sel('modelarts_service_instances')})", "desired (v1)"),
+                        Query(f"sum({sel('modelarts_service_running_instances')})", "running (v1)"),
+                        Query(
+                            f"sum({sel('modelarts_service_model_instances')})",
+                            "desired, all models",
+                        ),
+                        Query(
+                            f"sum({sel('modelarts_service_model_running_instances')})",
+                            "running, all models",
+                        ),
+                        w=8,
+                        h=8,
+                        description="Instances asked for and running: v1 from the monitor API, "
+                        "v2 from its instance groups; ModelArtsServiceInstancesBelowDesired "
+                        "fires after 10 minutes short.",
+                        decimals=0,
+                    ),
+                    panel(
+                        "timeseries",
+                        "GPU and NPU memory utilisation",
+                        *(
+                            Query(
+                                f"max by (model_name, model_version, node_id) "
+                                f"({sel(used)} / ({sel(total)} > 0))",
+                                f"{kind} {{{{model_name}}}} {{{{model_version}}}} {{{{node_id}}}}",
+                            )
+                            for kind, used, total in ACCELERATOR_MEMORY
+                        ),
+                        w=8,
+                        h=8,
+                        description="Accelerator memory used over allocated, per model (v1 "
+                        "monitor API); ModelArtsServiceAcceleratorMemoryHigh fires above 90%.",
+                        unit="percentunit",
+                        min=0,
+                        max=1,
+                        thresholds=(Threshold(None, "green"), Threshold(0.9, "red")),
+                        threshold_line=True,
+                    ),
+                    panel(
+                        "timeseries",
+                        "CPU and memory utilisation",
+                        *(
+                            Query(
+                                f"max by (model_name, model_version, node_id) "
+                                f"({sel(used)} / ({sel(total)} > 0))",
+                                f"{kind} {{{{model_name}}}} {{{{model_version}}}} {{{{node_id}}}}",
+                            )
+                            for kind, used, total in CPU_AND_MEMORY
+                        ),
+                        w=8,
+                        h=8,
+                        description="CPU cores and memory used over allocated, per model (v1 "
+                        "monitor API).",
+                        unit="percentunit",
+                        min=0,
+                        max=1,
+                    ),
+                ),
+            ),
+            Row(
                 "Invocations",
                 (
                     panel(
@@ -767,7 +939,8 @@ def service() -> Dashboard:
                         w=12,
                         h=8,
                         legend="{{event_type}} {{phase}}",
-                        description="Service events by type and deployment phase.",
+                        description="Service events by type (normal, abnormal and, for v2 "
+                        "services, warning) and deployment phase.",
                         bars=True,
                         stack=True,
                     ),

@@ -8,16 +8,21 @@ all show up here and nowhere else.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import functools
 import json
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +30,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from exporter.simulator import DEFAULT_PROJECT_ID, Simulation, serve
 from tests.harness import free_port
 
 pytestmark = pytest.mark.e2e
@@ -143,13 +149,14 @@ def _log_tail(path: Path) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-30:])
 
 
-@pytest.fixture
-def exporter(tmp_path: Path) -> Iterator[str]:
+@contextmanager
+def _running_exporter(tmp_path: Path, *args: str) -> Iterator[str]:
+    """`python -m exporter` with `args` on a free port; yields its address once it is ready."""
     port = free_port()
     log = tmp_path / "exporter.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "--demo", f"--web.listen-address=127.0.0.1:{port}"],
+            [sys.executable, "-m", "exporter", *args, f"--web.listen-address=127.0.0.1:{port}"],
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -170,6 +177,12 @@ def exporter(tmp_path: Path) -> Iterator[str]:
         _stop(proc)
 
 
+@pytest.fixture
+def exporter(tmp_path: Path) -> Iterator[str]:
+    with _running_exporter(tmp_path, "--demo") as address:
+        yield address
+
+
 class Prometheus:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -185,14 +198,15 @@ class Prometheus:
         return self.api("query", query=expr)
 
 
-@pytest.fixture
-def prometheus(tmp_path: Path, exporter: str) -> Iterator[Prometheus]:
+@contextmanager
+def _running_prometheus(tmp_path: Path, target: str) -> Iterator[Prometheus]:
+    """A real Prometheus with our rule files, scraping `target` every second."""
     binary = shutil.which("prometheus") or "/usr/bin/prometheus"
     assert Path(binary).exists(), "the Prometheus server (Debian package prometheus) is required"
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(p) for p in RULE_FILES],
-        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [exporter]}]}],
+        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
     }
     config_file = tmp_path / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -225,6 +239,12 @@ def prometheus(tmp_path: Path, exporter: str) -> Iterator[Prometheus]:
         raise
     finally:
         _stop(proc)
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path, exporter: str) -> Iterator[Prometheus]:
+    with _running_prometheus(tmp_path, exporter) as prom:
+        yield prom
 
 
 # --- the test ----------------------------------------------------------------------------
@@ -301,6 +321,197 @@ def test_every_query_evaluates_on_real_data(prometheus: Prometheus) -> None:
         return True if failed <= alerting else None
 
     _wait_until(failed_services_alerting, 5)
+
+
+# --- v2 services and the monitor API on a fleet set up for it ----------------------------
+
+# The dashboard queries that deal with v2 services or the monitor API, and whether each returns
+# data for the v1 service (monitored) and for the v2 service of the fleet below.
+#   (dashboard, panel, refId): (data for v1, data for v2)
+V2_AND_MONITOR_QUERIES = {
+    ("modelarts-fleet", "Status of every service", "A"): (True, True),
+    ("modelarts-fleet", "Failed or concerning services", "A"): (True, True),
+    ("modelarts-fleet", "Status over time", "A"): (True, True),
+    ("modelarts-fleet", "Instances short of desired", "A"): (True, False),
+    ("modelarts-fleet", "Instances short of desired", "B"): (False, True),
+    ("modelarts-fleet", "Highest GPU and NPU memory utilisation", "A"): (True, False),
+    ("modelarts-fleet", "Highest GPU and NPU memory utilisation", "B"): (True, False),
+    ("modelarts-fleet", "CPU and memory utilisation", "A"): (True, False),
+    ("modelarts-fleet", "CPU and memory utilisation", "B"): (True, False),
+    ("modelarts-service", "Status", "A"): (True, True),
+    ("modelarts-service", "Status timeline", "A"): (True, True),
+    ("modelarts-service", "Running vs desired instances", "A"): (True, False),
+    ("modelarts-service", "Running vs desired instances", "B"): (True, False),
+    ("modelarts-service", "Running vs desired instances", "C"): (True, True),
+    ("modelarts-service", "Running vs desired instances", "D"): (True, True),
+    ("modelarts-service", "GPU and NPU memory utilisation", "A"): (True, False),
+    ("modelarts-service", "GPU and NPU memory utilisation", "B"): (True, False),
+    ("modelarts-service", "CPU and memory utilisation", "A"): (True, False),
+    ("modelarts-service", "CPU and memory utilisation", "B"): (True, False),
+}
+RATIO_RECORDS = (
+    "modelarts:service_model_cpu:ratio",
+    "modelarts:service_model_memory:ratio",
+    "modelarts:service_model_gpu:ratio",
+    "modelarts:service_model_gpu_memory:ratio",
+    "modelarts:service_model_npu:ratio",
+    "modelarts:service_model_npu_memory:ratio",
+)
+
+
+@contextmanager
+def _simulator_thread(sim: Simulation) -> Iterator[str]:
+    """Serve `sim` from an event loop of its own, so that this test may block."""
+    loop = asyncio.new_event_loop()
+    started: concurrent.futures.Future[tuple[str, asyncio.Event]] = concurrent.futures.Future()
+
+    async def main() -> None:
+        async with serve(sim) as url:
+            stop = asyncio.Event()
+            started.set_result((url, stop))
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    try:
+        url, stop = started.result(timeout=10)
+        try:
+            yield url
+        finally:
+            loop.call_soon_threadsafe(stop.set)
+    finally:
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "the simulator did not stop"
+        loop.close()
+
+
+def _config_file(tmp_path: Path, url: str) -> Path:
+    config = {
+        "auth": {"method": "token", "token": "e2e-token"},  # the simulator takes any token
+        "projects": [
+            {
+                "project_id": DEFAULT_PROJECT_ID,
+                "region": "cn-north-4",
+                "endpoint": url,
+                "discovery": {"enabled": True},
+            }
+        ],
+        "polling": {
+            "interval": "1s",
+            "details_interval": "1s",
+            "events_interval": "1s",
+            "monitor_interval": "1s",
+            "discovery_interval": "1s",
+            "logs_interval": "60s",
+            "timeout": "5s",
+            "max_requests_per_second": 100,
+            "stale_after": "60s",
+        },
+    }
+    path = tmp_path / "exporter.yml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def test_v2_and_monitor_queries_and_rules_return_data(tmp_path: Path) -> None:
+    sim = Simulation(seed=7, services=0, dynamic=False)
+    # A monitored v1 service one instance short on each model, a GPU and an NPU model among
+    # them, its accelerators nearly full (so that ModelArtsServiceAcceleratorMemoryHigh has
+    # something to see); a v2 service with instance groups one short; a v2 service in "error".
+    v1 = sim.add_service(name="e2e-v1", status="concerning", generation="v1")
+    sim.service(v1).load = 0.98
+    v2 = sim.add_service(name="e2e-v2", status="concerning", generation="v2")
+    v2_error = sim.add_service(name="e2e-v2-error", status="error", generation="v2")
+    for model, flavor in zip(
+        sim.service(v1).models, ("modelarts.vm.gpu.t4", "modelarts.vm.npu.snt3"), strict=True
+    ):
+        model.specification, model.instance_count = flavor, 2
+    for model in sim.service(v2).models:
+        model.instance_count = 2
+    sim.add_v2_event(v2, "warning", "health probe slow", count=2)
+
+    with (
+        _simulator_thread(sim) as url,
+        _running_exporter(tmp_path, f"--config.file={_config_file(tmp_path, url)}") as address,
+        _running_prometheus(tmp_path, address) as prom,
+    ):
+        assert _wait_for_result(prom, f'up{{job="{JOB}"}} == 1', 30)
+        # the monitor families of v1 and the instance groups of v2 have been scraped
+        _wait_for_result(prom, f'modelarts_service_model_npu_memory_bytes{{service_id="{v1}"}}', 30)
+        _wait_for_result(
+            prom, f'modelarts_service_model_running_instances{{service_id="{v2}"}}', 30
+        )
+
+        by_name = {(q.dashboard, q.panel, q.ref_id): q for q in _dashboard_queries()}
+        assert set(V2_AND_MONITOR_QUERIES) <= set(by_name), "a listed query no longer exists"
+        for service_id, column in ((v1, 0), (v2, 1)):
+            chosen = {"project_id": DEFAULT_PROJECT_ID, "service_id": service_id}
+            queries = [
+                q
+                for q in _dashboard_queries(chosen=chosen)
+                if (q.dashboard, q.panel, q.ref_id) in V2_AND_MONITOR_QUERIES
+            ]
+            errors, empty = _evaluate(prom, queries)
+            assert errors == [], errors
+            expected_empty = sorted(
+                " / ".join(key)
+                for key, with_data in V2_AND_MONITOR_QUERIES.items()
+                if not with_data[column]
+            )
+            assert sorted(empty) == expected_empty, (service_id, empty)
+
+        # the generation column, and v2 warning events beside the others
+        v2_chosen = {"project_id": DEFAULT_PROJECT_ID, "service_id": v2}
+        of_v2 = {
+            (q.dashboard, q.panel, q.ref_id): q.expr for q in _dashboard_queries(None, v2_chosen)
+        }
+        rows = prom.query(of_v2["modelarts-fleet", "Status of every service", "A"])["data"][
+            "result"
+        ]
+        assert [r["metric"].get("generation") for r in rows] == ["v2"], rows
+        rows = prom.query(of_v2["modelarts-service", "Newest event", "A"])["data"]["result"]
+        assert "warning" in {r["metric"]["event_type"] for r in rows}, rows
+
+        # recording rules: every utilisation ratio of the v1 service, in (0, 1]
+        for record in RATIO_RECORDS:
+            result = _wait_for_result(prom, f'{record}{{service_id="{v1}"}}', 15)
+            assert {r["metric"]["model_id"] for r in result} <= {
+                m.model_id for m in sim.service(v1).models
+            }, record
+            assert all(0 < float(r["value"][1]) <= 1 for r in result), (record, result)
+
+        # alerts: pending (their `for` is minutes) for exactly the services set up to trip them
+        def alerting(name: str, expected: set[tuple[str, ...]], *labels: str) -> bool | None:
+            answer = prom.query(f'ALERTS{{alertname="{name}"}}')["data"]["result"]
+            found = {
+                (r["metric"]["service_id"], *(r["metric"].get(k, "") for k in labels))
+                for r in answer
+            }
+            return True if found == expected else None
+
+        v1_models = sim.service(v1).models
+        expectations: list[tuple[str, set[tuple[str, ...]], tuple[str, ...]]] = [
+            (
+                "ModelArtsServiceInstancesBelowDesired",
+                {(v1, "")} | {(v2, m.model_id) for m in sim.service(v2).models},
+                ("model_id",),
+            ),
+            (
+                "ModelArtsServiceAcceleratorMemoryHigh",
+                {(v1, v1_models[0].model_id, "gpu"), (v1, v1_models[1].model_id, "npu")},
+                ("model_id", "accelerator"),
+            ),
+            ("ModelArtsServiceFailed", {(v2_error, "error")}, ("status",)),
+        ]
+        for name, expected, labels in expectations:
+            try:
+                _wait_until(functools.partial(alerting, name, expected, *labels), 20)
+            except AssertionError:
+                answer = prom.query(f'ALERTS{{alertname="{name}"}}')["data"]["result"]
+                raise AssertionError((name, [r["metric"] for r in answer])) from None
+
+        rules = [r for g in prom.api("rules")["data"]["groups"] for r in g["rules"]]
+        assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
 
 
 def _services(answer: dict[str, Any]) -> set[tuple[str, str]]:

@@ -189,6 +189,54 @@ async def _metrics_of(port: int) -> AsyncIterator[Samples]:
         yield parse_samples(await r.text())
 
 
+async def test_http_reload_is_refused_without_the_lifecycle_flag_and_sighup_still_works(
+    tmp_path: Path,
+) -> None:
+    sim = Simulation(seed=42, services=3, dynamic=False)
+    first, second, *_ = list(sim.services)
+    project = sim.services[first].project_id
+    async with serve(sim) as api_url:
+
+        def write(services: list[str]) -> str:
+            return yaml.safe_dump(
+                {
+                    "auth": {"method": "token", "token": "t"},
+                    "projects": [
+                        {
+                            "project_id": project,
+                            "region": "cn-north-4",
+                            "endpoint": api_url,
+                            "services": services,
+                        }
+                    ],
+                    "polling": {"interval": "300ms"},
+                }
+            )
+
+        path = tmp_path / "c.yaml"
+        path.write_text(write([first]))
+        with exporter_process(f"--config.file={path}") as (proc, port):
+            await _wait_listening(port, proc)
+
+            async def has(sid: str) -> bool:
+                async with _metrics_of(port) as s:
+                    return bool(pick(s, "modelarts_service_info", service_id=sid))
+
+            await wait_until(lambda: has(first), timeout=10, what="first service")
+            path.write_text(write([first, second]))
+            async with (
+                aiohttp.ClientSession(timeout=TIMEOUT) as http,
+                http.post(f"http://127.0.0.1:{port}/-/reload") as resp,
+            ):
+                assert resp.status == 403
+                assert "--web.enable-lifecycle" in await resp.text()
+            await asyncio.sleep(1.0)  # three cycles: a reload would have shown by now
+            assert not await has(second)
+            proc.send_signal(signal.SIGHUP)
+            await wait_until(lambda: has(second), timeout=10, what="SIGHUP reload")
+        assert proc.returncode == 0
+
+
 async def test_reload_broken_then_fixed_via_http_and_sighup(tmp_path: Path) -> None:
     sim = Simulation(seed=41, services=4, dynamic=False)
     first, second, *_ = list(sim.services)
@@ -213,7 +261,7 @@ async def test_reload_broken_then_fixed_via_http_and_sighup(tmp_path: Path) -> N
 
         path = tmp_path / "c.yaml"
         path.write_text(write([first]))
-        with exporter_process(f"--config.file={path}") as (proc, port):
+        with exporter_process(f"--config.file={path}", "--web.enable-lifecycle") as (proc, port):
             await _wait_listening(port, proc)
 
             async def has(sid: str) -> bool:

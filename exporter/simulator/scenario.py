@@ -213,6 +213,8 @@ class SimService:
     rng: random.Random = field(default_factory=random.Random, repr=False)
     call_rate: float = 0.0
     fail_ratio: float = 0.0
+    # Resource utilisation (0..1) the monitor API reports while serving; None: follows call_rate.
+    load: float | None = None
     serving_since: int | None = None
     deploy: _Deploy | None = field(default=None, repr=False)
     agenda: list[tuple[int, int, str, Any]] = field(default_factory=list, repr=False)

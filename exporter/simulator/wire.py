@@ -181,6 +181,8 @@ def _load(svc: SimService, index: int, now: int) -> float:
     """Utilisation in 0..1: follows the call rate, with a slow wobble so graphs move."""
     if svc.status not in ("running", "concerning"):
         return 0.0
+    if svc.load is not None:
+        return svc.load
     base = min(0.85, 0.06 + svc.call_rate / 30.0)
     wobble = 0.05 * math.sin(now / 47_000 + index + len(svc.service_id))
     return min(0.98, max(0.01, base + wobble))
