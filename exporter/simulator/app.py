@@ -628,9 +628,6 @@ async def _malformed(
     return response
 
 
-_FIXED_FAULTS = ("slow", "drop", "throttle", "error", "malformed")
-
-
 @web.middleware
 async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
     sim = request.app[SIMULATION]
@@ -638,7 +635,14 @@ async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
     endpoint = _endpoint_of(request)
     fixed = sim.service_faults.get((request.match_info.get("service_id", ""), endpoint))
     if fixed is not None:
-        draw = FaultDraw(*(fixed == kind for kind in _FIXED_FAULTS), variant=1)
+        draw = FaultDraw(
+            slow=fixed == "slow",
+            drop=fixed == "drop",
+            throttle=fixed == "throttle",
+            error=fixed == "error",
+            malformed=fixed == "malformed",
+            variant=1,
+        )
     elif endpoint not in faults.endpoints:
         return await handler(request)
     else:
