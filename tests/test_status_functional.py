@@ -5,13 +5,21 @@ exactly those services, the endpoint and the reason."""
 from __future__ import annotations
 
 import json
+import ssl
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import bcrypt
+import trustme
+import yaml
 
 from exporter.simulator import Simulation, serve
 from tests.harness import running_exporter, sim_config, wait_until
+from tests.test_web_security import TIMEOUT, _status, _wait_listening, basic, exporter_process
+
+PASSWORD = "operator-page-password"
 
 # (generation, simulator route, fault) -> (endpoint on the page, the reason it must show)
 FAULTS = {
@@ -173,3 +181,46 @@ async def test_status_lists_exactly_the_failing_services_with_endpoint_and_reaso
             return json.loads(text)["total"] == 0
 
         await wait_until(all_ok, timeout=20, what="the services to recover")
+
+
+async def test_status_pages_need_the_same_basic_auth_and_tls_as_metrics(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    (tmp_path / "server.crt").write_bytes(b"".join(b.bytes() for b in leaf.cert_chain_pems))
+    (tmp_path / "server.key").write_bytes(leaf.private_key_pem.bytes())
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    (tmp_path / "web.yml").write_text(
+        yaml.safe_dump(
+            {
+                "tls_server_config": {"cert_file": "server.crt", "key_file": "server.key"},
+                "basic_auth_users": {"operator": hashed},
+            }
+        )
+    )
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    web_config = f"--web.config.file={tmp_path / 'web.yml'}"
+    with exporter_process("--demo", web_config) as (proc, port):
+        await _wait_listening(port, proc)
+        base = f"https://127.0.0.1:{port}"
+        good = basic("operator", PASSWORD)
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+            for path in ("/status", "/status?failing=1", "/api/v1/status", "/"):
+                async with session.get(base + path, ssl=ctx) as resp:
+                    assert resp.status == 401, path
+                    body = await resp.text()
+                    assert "service" not in body.lower(), path
+                async with session.get(base + path, ssl=ctx, headers=basic("x", PASSWORD)) as r:
+                    assert r.status == 401, path
+            assert await _status(f"http://127.0.0.1:{port}/status") is None  # plain HTTP refused
+
+            async def listed() -> bool:
+                async with session.get(base + "/api/v1/status", ssl=ctx, headers=good) as resp:
+                    assert resp.status == 200
+                    return bool((await resp.json())["services"])
+
+            await wait_until(listed, timeout=20, what="the demo fleet on /api/v1/status")
+            async with session.get(base + "/status", ssl=ctx, headers=good) as resp:
+                assert resp.status == 200 and "data-service-id" in await resp.text()
+    _, err = proc.communicate() if proc.returncode is None else (b"", b"")
+    assert PASSWORD.encode() not in err
