@@ -366,7 +366,8 @@ def _endpoint_cell(e: EndpointView) -> str:
     if e.stale:
         mark += ' <span class="bad">stale</span>'
     title = esc(utc(e.last_success))
-    cell = f'{mark}<br><span title="{title}">{esc(age_text(e.age))}</span>'
+    age = age_text(e.age) if e.success else f"last ok {age_text(e.age)}"
+    cell = f'{mark}<br><span class="age" title="{title}">{esc(age)}</span>'
     if e.error:
         cell += f'<span class="err">{esc(e.error)}</span>'
     return f'<td data-endpoint="{e.endpoint}">{cell}</td>'
