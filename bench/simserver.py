@@ -41,6 +41,16 @@ def truth(sim: Simulation, service_id: str) -> dict[str, Any]:
     return {"status": svc.status, "invocations": calls, "events": events}
 
 
+BROKEN = {"v1": ("details", "events", "logs", "monitor"), "v2": ("v2_details", "v2_events")}
+
+
+def break_services(sim: Simulation, n: int) -> None:
+    """The first `n` services in id order fail one endpoint each (500), in turn."""
+    for index, sid in enumerate(sorted(sim.services)[:n]):
+        routes = BROKEN[sim.services[sid].generation]
+        sim.service_faults[(sid, routes[index % len(routes)])] = "error"
+
+
 def build_app(sim: Simulation) -> web.Application:
     app = create_app(sim)
 
@@ -119,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quota-per-second", type=int, default=None)
     parser.add_argument("--quota-per-minute", type=int, default=None)
     parser.add_argument("--forbid", default="", help="endpoints answering 403, comma-separated")
+    parser.add_argument(
+        "--broken", type=int, default=0, help="the first N services fail one endpoint each"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
@@ -132,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         happening_interval=args.happening_interval,
     )
     sim.set_quota(args.quota_per_second, args.quota_per_minute)
+    break_services(sim, args.broken)
     if args.forbid:
         sim.forbid(DEFAULT_PROJECT_ID, args.forbid.split(","))
     with contextlib.suppress(KeyboardInterrupt):
