@@ -48,7 +48,10 @@ def break_services(sim: Simulation, n: int) -> None:
     """The first `n` services in id order fail one endpoint each (500), in turn."""
     for index, sid in enumerate(sorted(sim.services)[:n]):
         routes = BROKEN[sim.services[sid].generation]
-        sim.service_faults[(sid, routes[index % len(routes)])] = "error"
+        route = routes[index % len(routes)]
+        if route == "monitor":
+            sim.set_status(sid, "running")  # the monitor API is read while a service serves
+        sim.service_faults[(sid, route)] = "error"
 
 
 def build_app(sim: Simulation) -> web.Application:

@@ -229,11 +229,13 @@ def summarize(snapshot: Snapshot) -> tuple[ProjectView, ...]:
     failing: dict[str, int] = {}
     stale: dict[str, int] = {}
     for service in snapshot.services:
-        view = service_view(service, 0.0)
-        if view.failing:
-            failing[service.project_id] = failing.get(service.project_id, 0) + 1
-        if view.stale:
-            stale[service.project_id] = stale.get(service.project_id, 0) + 1
+        bad = [ep for ep, state in service.collect.items() if not state.success]
+        if not bad:  # the common case, without building views
+            continue
+        pid = service.project_id
+        failing[pid] = failing.get(pid, 0) + 1
+        if any(not _served(service, ep) for ep in bad):
+            stale[pid] = stale.get(pid, 0) + 1
     ids = sorted(set(snapshot.projects) | set(snapshot.watched) | set(failing))
     rows = []
     for pid in ids:
