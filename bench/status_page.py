@@ -130,10 +130,12 @@ async def render(services: int, v2: int, broken: int, n: int) -> dict[str, Any]:
         finally:
             await http.close()
     log(f"render: snapshot of {len(snap.services)} services in {time.monotonic() - started:.0f} s")
-    board = StatusBoard(lambda: snap)
+    board = StatusBoard(lambda: snap, cache_seconds=0)  # every answer rendered afresh
     pages = board.page({}).pages
     out: dict[str, Any] = {"services": len(snap.services), "pages": pages}
-    out["cold"], _ = timed(lambda: StatusBoard(lambda: snap).html({}), max(5, n // 5))
+    out["cold"], _ = timed(
+        lambda: StatusBoard(lambda: snap, cache_seconds=0).html({}), max(5, n // 5)
+    )
     cases = {
         "page 1": {},
         "middle page": {"page": str(pages // 2)},
@@ -223,30 +225,39 @@ async def http(
         ):
             out[name] = stats(await _spaced(session, base + path, n, 0.1))
         metrics = base + "/metrics"
-        quiet: list[float] = []
-        loaded: list[float] = []
-        during: list[float] = []
+        gzip = {"Accept-Encoding": "gzip"}
         per_round = max(5, n // rounds)
+        # "same page": operators refreshing /status (answers reused within a second);
+        # "every page in turn": a client walking all pages and filters, each one rendered.
+        paths = [f"/status?page={p}" for p in range(1, 51)] + ["/status?failing=1"]
+        loads = {"same page": ["/status"], "every page in turn": paths}
+        quiet: list[float] = []
+        loaded: dict[str, list[float]] = {name: [] for name in loads}
+        served: dict[str, list[float]] = {name: [] for name in loads}
         for _ in range(rounds):
-            quiet += await _spaced(session, metrics, per_round, 0.25, **{"Accept-Encoding": "gzip"})
-            stop = asyncio.Event()
+            for name, targets in loads.items():
+                quiet += await _spaced(session, metrics, per_round, 0.25, **gzip)
+                stop = asyncio.Event()
 
-            async def hammer(stop: asyncio.Event = stop) -> None:
-                async with aiohttp.ClientSession() as other:
-                    while not stop.is_set():
-                        elapsed, _ = await _get(other, base + "/status")
-                        during.append(elapsed)
+                async def hammer(
+                    stop: asyncio.Event = stop, targets: list[str] = targets, name: str = name
+                ) -> None:
+                    async with aiohttp.ClientSession() as other:
+                        for i in range(10**9):
+                            if stop.is_set():
+                                break
+                            path = targets[i % len(targets)]
+                            served[name].append((await _get(other, base + path))[0])
 
-            task = asyncio.create_task(hammer())
-            await asyncio.sleep(0.5)
-            loaded += await _spaced(
-                session, metrics, per_round, 0.25, **{"Accept-Encoding": "gzip"}
-            )
-            stop.set()
-            await task
+                task = asyncio.create_task(hammer())
+                await asyncio.sleep(0.5)
+                loaded[name] += await _spaced(session, metrics, per_round, 0.25, **gzip)
+                stop.set()
+                await task
         out["metrics quiet"] = stats(quiet)
-        out["metrics while /status is hit"] = stats(loaded)
-        out["/status back to back"] = stats(during)
+        for name in loads:
+            out[f"metrics while /status is hit, {name}"] = stats(loaded[name])
+            out[f"/status back to back, {name}"] = stats(served[name])
         out["cpu"] = procs.cpu_seconds(run.exporter.pid)
         return out
     finally:
@@ -289,18 +300,32 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
     ]
     for name in ("/status", "/status?failing=1", "/status last page", "/api/v1/status", "/"):
         lines.append(f"| {name} | {_ms(h[name])} |")
-    q, lo = h["metrics quiet"], h["metrics while /status is hit"]
-    ratio = lo["median"] / q["median"]
+    q = h["metrics quiet"]
     lines += [
         "",
-        "/metrics (gzip) in alternating rounds, 0.25 s apart, with nothing else and while a second "
-        f"client fetched /status back to back ({h['/status back to back']['n']} pages served, "
-        f"median {h['/status back to back']['median']:.1f} ms):",
+        "/metrics (gzip, read raw) in alternating rounds, 0.25 s apart: with nothing else, and "
+        "while a second client fetched /status back to back, either the same page (operators "
+        "refreshing it; an answer is reused within a second) or every page and filter in turn "
+        "(each one rendered):",
         "",
-        "| /metrics gzip | n | median / p99 |",
-        "|---|---:|---:|",
-        f"| quiet | {q['n']} | {_ms(q)} |",
-        f"| while /status is hit | {lo['n']} | {_ms(lo)} |",
+        "| /metrics gzip | n | median / p99 | /status answers meanwhile: n, median |",
+        "|---|---:|---:|---:|",
+        f"| quiet | {q['n']} | {_ms(q)} | |",
+    ]
+    verdicts = []
+    for name in ("same page", "every page in turn"):
+        lo, st = h[f"metrics while /status is hit, {name}"], h[f"/status back to back, {name}"]
+        lines.append(
+            f"| while /status is hit, {name} | {lo['n']} | {_ms(lo)} | "
+            f"{st['n']}, {st['median']:.1f} ms |"
+        )
+        ok = lo["median"] <= max(1.5 * q["median"], q["median"] + 5)
+        verdicts.append(
+            f"| /metrics gzip median while /status is hit ({name}), against quiet | "
+            f"{lo['median'] / q['median']:.2f}x ({lo['median']:.1f} vs {q['median']:.1f} ms) | "
+            f"{'pass' if ok else 'FAIL'} |"
+        )
+    lines += [
         "",
         "| criterion | measured | |",
         "|---|---:|:---:|",
@@ -309,12 +334,12 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
             "/status median after a new snapshot (render) under 200 ms", r["cold"]["median"]
         ),
         _criterion("/status median over HTTP under 200 ms", h["/status"]["median"]),
-        f"| /metrics gzip median while /status is hit, against quiet | {ratio:.2f}x "
-        f"({lo['median']:.1f} vs {q['median']:.1f} ms) | "
-        f"{'pass' if lo['median'] <= max(1.5 * q['median'], q['median'] + 5) else 'FAIL'} |",
+        *verdicts,
         "",
         '"Not slowed" passes when the loaded median is at most 1.5x the quiet one (or within '
-        "5 ms: a few ms of noise on a shared 2-core VM).",
+        "5 ms: a few ms of noise on a shared 2-core VM). A client fetching /status back to back "
+        "is far beyond what operators do; on 2 cores the driver, the simulator and the exporter "
+        "share the CPUs, so pages rendered without pause take CPU from /metrics too.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -199,19 +199,27 @@ def select(
     *,
     projects: Iterable[str] = (),
     published_at: float | None = None,
+    flags: Sequence[bool] | None = None,
 ) -> StatusPage:
-    """One page of `services` (already in page order) matching `query`."""
-    matched = [
-        s
-        for s in services
-        if (not query.project or s.project_id == query.project)
-        and (not query.failing or is_failing(s))
-    ]
-    failing = sum(1 for s in matched if is_failing(s)) if not query.failing else len(matched)
+    """One page of `services` (already in page order) matching `query`; `flags` (whether each
+    service fails) may be given when already known."""
+    failing_flags = flags if flags is not None else [is_failing(s) for s in services]
+    if query.project or query.failing:
+        chosen_ids = [
+            i
+            for i, s in enumerate(services)
+            if (not query.project or s.project_id == query.project)
+            and (not query.failing or failing_flags[i])
+        ]
+        matched: Sequence[ServiceSnapshot] = [services[i] for i in chosen_ids]
+        failing = sum(1 for i in chosen_ids if failing_flags[i])
+    else:
+        matched, failing = services, sum(failing_flags)
     pages = max(1, math.ceil(len(matched) / query.per_page))
     page = min(query.page, pages)
     start = (page - 1) * query.per_page
     chosen = matched[start : start + query.per_page]
+    known = set(projects) or {s.project_id for s in services}
     return StatusPage(
         query=StatusQuery(query.project, query.failing, page, query.per_page),
         now=now,
@@ -220,7 +228,7 @@ def select(
         failing=failing,
         pages=pages,
         services=tuple(service_view(s, now) for s in chosen),
-        projects=tuple(sorted(set(projects) | {s.project_id for s in services})),
+        projects=tuple(sorted(known)),
     )
 
 
@@ -471,9 +479,22 @@ def summary_html(projects: Sequence[ProjectView], rate: RateView | None) -> str:
 # -- with a cache -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """What every request on one snapshot shares."""
+
+    snapshot: Snapshot
+    order: tuple[ServiceSnapshot, ...]
+    flags: tuple[bool, ...]
+    projects: tuple[ProjectView, ...]
+    project_ids: tuple[str, ...]
+
+
 class StatusBoard:
-    """Serves the page, the JSON and the landing summary from the latest snapshot; the sort
-    order and the project summary are computed once per snapshot."""
+    """Serves the page, the JSON and the landing summary from the latest snapshot. The sort
+    order, the failing flags and the project summary are computed once per snapshot, and an
+    answer is reused for the same query within `cache_seconds` (ages are shown to the second),
+    so a page refreshed by many operators, or a script polling the JSON, costs one render."""
 
     def __init__(
         self,
@@ -481,45 +502,84 @@ class StatusBoard:
         *,
         rate: Callable[[], RateView | None] = lambda: None,
         clock: Callable[[], float] = time.time,
+        cache_seconds: float = 1.0,
     ) -> None:
         self._snapshot = snapshot
         self._rate = rate
         self._clock = clock
-        self._cached: Snapshot | None = None
-        self._order: tuple[ServiceSnapshot, ...] = ()
-        self._projects: tuple[ProjectView, ...] = ()
+        self._cache_seconds = cache_seconds
+        self._prepared: _Prepared | None = None
+        self._answers: dict[tuple[object, ...], str | bytes] = {}
 
-    def _current(self) -> Snapshot:
+    def _current(self) -> _Prepared:
         snap = self._snapshot()
-        if snap is not self._cached:
-            self._order = ordered(snap)
-            self._projects = summarize(snap)
-            self._cached = snap
-        return snap
+        prepared = self._prepared
+        if prepared is None or prepared.snapshot is not snap:
+            order = ordered(snap)
+            projects = summarize(snap)
+            prepared = _Prepared(
+                snapshot=snap,
+                order=order,
+                flags=tuple(is_failing(s) for s in order),
+                projects=projects,
+                project_ids=tuple(p.project_id for p in projects),
+            )
+            self._prepared = prepared  # one assignment: a request sees one snapshot's data
+            self._answers = {}
+        return prepared
 
-    def page(self, params: Mapping[str, str]) -> StatusPage:
-        snap = self._current()
+    def _page(self, prepared: _Prepared, query: StatusQuery, now: float) -> StatusPage:
         return select(
-            self._order,
-            StatusQuery.from_params(params),
-            self._clock(),
-            projects=[p.project_id for p in self._projects],
-            published_at=snap.published_at,
+            prepared.order,
+            query,
+            now,
+            projects=prepared.project_ids,
+            published_at=prepared.snapshot.published_at,
+            flags=prepared.flags,
         )
 
+    def page(self, params: Mapping[str, str]) -> StatusPage:
+        return self._page(self._current(), StatusQuery.from_params(params), self._clock())
+
+    def _answer(self, kind: str, params: Mapping[str, str]) -> str | bytes:
+        prepared = self._current()
+        query = StatusQuery.from_params(params)
+        now = self._clock()
+        key: tuple[object, ...] = (kind, query)
+        if self._cache_seconds > 0:
+            key += (math.floor(now / self._cache_seconds),)
+            cached = self._answers.get(key)
+            if cached is not None:
+                return cached
+        page = self._page(prepared, query, now)
+        if kind == "html":
+            answer: str | bytes = page_html(page)
+        else:
+            wanted = page.query.project
+            projects = [p for p in prepared.projects if not wanted or p.project_id == wanted]
+            doc = page_json(page, projects, self._rate())
+            answer = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+        if self._cache_seconds > 0:
+            if len(self._answers) >= _MAX_ANSWERS:
+                self._answers = {}
+            self._answers[key] = answer
+        return answer
+
     def html(self, params: Mapping[str, str]) -> str:
-        return page_html(self.page(params))
+        answer = self._answer("html", params)
+        assert isinstance(answer, str)
+        return answer
 
     def json(self, params: Mapping[str, str]) -> bytes:
-        page = self.page(params)
-        wanted = page.query.project
-        projects = [p for p in self._projects if not wanted or p.project_id == wanted]
-        doc = page_json(page, projects, self._rate())
-        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+        answer = self._answer("json", params)
+        assert isinstance(answer, bytes)
+        return answer
 
     def summary(self) -> str:
-        self._current()
-        return summary_html(self._projects, self._rate())
+        return summary_html(self._current().projects, self._rate())
+
+
+_MAX_ANSWERS = 256
 
 
 __all__ = [

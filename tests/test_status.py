@@ -7,6 +7,9 @@ import re
 from html.parser import HTMLParser
 from types import MappingProxyType
 
+import pytest
+
+import exporter.status as status_module
 from exporter.modelarts.errors import (
     ApiError,
     MalformedResponseError,
@@ -19,7 +22,6 @@ from exporter.status import (
     StatusBoard,
     StatusQuery,
     ordered,
-    page_html,
     page_json,
     redact,
     select,
@@ -377,22 +379,36 @@ def test_landing_summary() -> None:
     assert "no project" in summary_html((), None)
 
 
-def test_sort_order_computed_once_per_snapshot() -> None:
-    calls = 0
-    snap = snapshot(*(service(str(i)) for i in range(5)))
+def test_order_once_per_snapshot_and_answers_reused_within_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sorts = 0
+    real_ordered = status_module.ordered
 
-    def current() -> Snapshot:
-        nonlocal calls
-        calls += 1
-        return snap
+    def counting(snap: Snapshot) -> tuple[ServiceSnapshot, ...]:
+        nonlocal sorts
+        sorts += 1
+        return real_ordered(snap)
 
-    board = StatusBoard(current, clock=lambda: NOW)
-    first = board.page({})
-    assert board._order != ()
-    order = board._order
-    board.page({"failing": "1"})
-    assert board._order is order and calls == 2
-    assert first.total == 5
-    assert select(order, StatusQuery(), NOW).total == 5
-    assert page_json(first)["filters"]["failing"] is False
-    assert page_html(first).startswith("<!DOCTYPE html>")
+    monkeypatch.setattr(status_module, "ordered", counting)
+    first = snapshot(*(service(str(i)) for i in range(5)))
+    second = snapshot(*(service(str(i)) for i in range(5)), service("9", events=failed("x")))
+    current, now = [first], [NOW]
+    board = StatusBoard(lambda: current[0], clock=lambda: now[0])
+    page = board.html({})
+    assert board.html({}) is page  # the same query within the second: the same answer
+    assert board.html({"failing": "1"}) is not page
+    body = board.json({})
+    assert board.json({}) is body
+    assert sorts == 1
+    now[0] += 1.0  # ages move on: rendered again, on the same order
+    assert board.html({}) is not page and board.json({}) is not body
+    assert sorts == 1
+    current[0] = second  # a new snapshot: sorted again, never an old answer
+    assert 'data-service-id="9"' in board.html({}) and sorts == 2
+    assert json.loads(board.json({"failing": "1"}))["total"] == 1
+    uncached = StatusBoard(lambda: first, clock=lambda: NOW, cache_seconds=0)
+    assert uncached.html({}) is not uncached.html({}) and uncached.html({}) == page
+    assert select(real_ordered(first), StatusQuery(), NOW).total == 5
+    assert page_json(board.page({}))["filters"]["failing"] is False
+    assert page.startswith("<!DOCTYPE html>")
