@@ -363,7 +363,10 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
         '"Not slowed" passes when the loaded median is at most 1.5x the quiet one (or within '
         "5 ms: a few ms of noise on a shared 2-core VM). A client fetching /status back to back "
         "is far beyond what operators do; on 2 cores the driver, the simulator and the exporter "
-        "share the CPUs, so pages rendered without pause take CPU from /metrics too.",
+        "share the CPUs, so pages rendered without pause take CPU from /metrics too. With 40 "
+        "samples p99 is the slowest one: a fetch that met the end of a poll cycle, when the "
+        "exporter renders and compresses the new exposition on its event loop (see "
+        '"Latency during a poll cycle" in bench/RESULTS.md), with or without /status.',
     ]
     return "\n".join(lines) + "\n"
 
@@ -414,7 +417,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--publish", action="store_true", help="write bench/STATUS_PAGE.md, RESULTS.md")
+    p.add_argument("--report", type=Path, help="only re-render the report of a results JSON")
     args = p.parse_args(argv)
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        text = markdown(saved["results"], saved["meta"])
+        if args.publish:
+            publish(text)
+        print(text)
+        return 0
     meta = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": _commit(),
