@@ -376,7 +376,10 @@ def _endpoint_cell(e: EndpointView) -> str:
     if e.stale:
         mark += ' <span class="bad">stale</span>'
     title = esc(utc(e.last_success))
-    age = age_text(e.age) if e.success else f"last ok {age_text(e.age)}"
+    if e.success:
+        age = age_text(e.age)
+    else:
+        age = "never ok" if e.age is None else f"last ok {age_text(e.age)}"
     cell = f'{mark}<br><span class="age" title="{title}">{esc(age)}</span>'
     if e.error:
         cell += f'<span class="err">{esc(e.error)}</span>'
