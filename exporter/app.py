@@ -80,7 +80,10 @@ class Exporter:
             client_ssl_context(config), user_agent=f"modelarts-exporter/{__version__}"
         )
 
-    def _plans(self, config: Config, http: HttpClient) -> dict[str, ProjectPlan]:
+    def _plans(
+        self, config: Config, http: HttpClient
+    ) -> tuple[dict[str, ProjectPlan], RequestLimiter]:
+        """Everything a poller needs for `config`; no side effect on the running exporter."""
         p = config.polling
         # The budget is the account's: each of N shards allows itself a share of it.
         limiter = RequestLimiter(
@@ -88,7 +91,6 @@ class Exporter:
             p.max_requests_per_second / max(1, self.options.total_shards),
             quiet_period=p.interval,
         )
-        self._limiters.append(limiter)
         retry = RetryPolicy(retries=p.retries)
         plans = {}
         for project in config.projects:
@@ -123,7 +125,7 @@ class Exporter:
                     statuses=d.statuses,
                 ),
             )
-        return plans
+        return plans, limiter
 
     def _settings(self, config: Config) -> PollSettings:
         p = config.polling
@@ -146,8 +148,8 @@ class Exporter:
 
     def create_poller(self, config: Config, http: HttpClient) -> Poller:
         """A poller for `config` whose snapshots feed this exporter's exposition (not started)."""
-        plans = self._plans(config, http)
-        limiter = self._limiters[-1]
+        plans, limiter = self._plans(config, http)
+        self._limiters.append(limiter)
         poller = Poller(
             plans,
             self._settings(config),
@@ -196,25 +198,32 @@ class Exporter:
         return self.poller is not None and self.poller.ready
 
     async def reload(self) -> tuple[bool, str]:
-        """Re-read the configuration; keep the old one running if the new one is invalid."""
+        """Re-read the configuration and apply it whole, or not at all.
+
+        Every new part (HTTP client, credentials, clients, limiter, plans) is built before
+        anything running is touched; if any of it fails, what was built is closed and the
+        running configuration carries on."""
         if self._loader is None:
             return False, "reload not available: no configuration file"
         async with self._reload_lock:
             try:
                 config = self._loader()
             except ConfigError as err:
-                self.metrics.reload_result(False)
-                log.error(
-                    "reload failed; keeping the running configuration", extra={"problems": str(err)}
-                )
-                return False, f"invalid configuration:\n{err}"
+                return self._reload_failed("invalid configuration", str(err))
+            http: HttpClient | None = None
+            try:
+                http = self.create_http(config)
+                plans, limiter = self._plans(config, http)
+                settings = self._settings(config)
+            except Exception as err:  # whatever building raises, the old parts stay
+                if http is not None:
+                    await http.close()
+                return self._reload_failed("cannot apply the configuration", _reason(err))
             assert self.poller is not None
             old_http = self._http
-            http = self.create_http(config)
             self._http = http
-            plans = self._plans(config, http)
-            limiter = self._limiters[-1]
-            await self.poller.replace(plans, self._settings(config), budget=lambda: limiter.rate)
+            self._limiters.append(limiter)
+            await self.poller.replace(plans, settings, budget=lambda: limiter.rate)
             self.metrics.rate_limit = lambda: limiter.rate
             self._close_limiters(keep=1)
             self.config = config
@@ -223,6 +232,14 @@ class Exporter:
             self.metrics.reload_result(True)
             log.info("configuration reloaded", extra={"projects": len(config.projects)})
             return True, "configuration reloaded"
+
+    def _reload_failed(self, what: str, reason: str) -> tuple[bool, str]:
+        self.metrics.reload_result(False)
+        log.error(
+            "reload failed; keeping the running configuration",
+            extra={"stage": what, "problems": reason},
+        )
+        return False, f"{what}:\n{reason}"
 
     def handlers(self) -> WebHandlers:
         return WebHandlers(
@@ -235,6 +252,14 @@ class Exporter:
             summary_html=self.status.summary,
             lifecycle=self.options.enable_lifecycle,
         )
+
+
+def _reason(err: Exception) -> str:
+    if isinstance(err, ssl.SSLError):
+        return f"TLS: {err.reason or err.strerror or err}"
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    return f"{type(err).__name__}: {err}"
 
 
 EXPORTER_KEY: web.AppKey[Exporter] = web.AppKey("exporter")

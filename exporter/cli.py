@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from exporter import __version__, webconfig
 from exporter.app import Exporter, RunOptions, build_app
@@ -198,22 +197,6 @@ async def _demo_simulator() -> AsyncIterator[Config]:
         yield demo_config(url, DEFAULT_PROJECT_ID)
 
 
-def _middlewares(
-    cfg: webconfig.WebConfig | None,
-) -> tuple[tuple[Middleware, ...], webconfig.TLSContextManager | None]:
-    if cfg is None:
-        return (), None
-    middlewares: list[Middleware] = []
-    if cfg.headers:
-        middlewares.append(webconfig.headers_middleware(cfg.headers))
-    if cfg.basic_auth_users:
-        middlewares.append(
-            webconfig.auth_middleware(webconfig.BasicAuthenticator(cfg.basic_auth_users))
-        )
-    tls = webconfig.TLSContextManager(cfg.tls) if cfg.tls is not None else None
-    return tuple(middlewares), tls
-
-
 def tune_gc() -> None:
     """Make full garbage collections rare: every cycle allocates (and frees) hundreds of
     thousands of small objects, and a full pass over the long-lived state, which holds no
@@ -233,17 +216,21 @@ async def _serve(args: Args, config: Config | None, web_cfg: webconfig.WebConfig
             config = await stack.enter_async_context(_demo_simulator())
         loader = None if args.demo else (lambda: load_config(args.config_file))
         exporter = Exporter(config, args.options, loader=loader)
-        middlewares, tls = _middlewares(web_cfg)
-        app = build_app(exporter, middlewares=middlewares)
+        app = build_app(exporter)
+        live = None
+        if args.web_config is not None and web_cfg is not None:
+            live = webconfig.LiveWebConfig(args.web_config, web_cfg)
+            live.attach(app)
         runner = web.AppRunner(
             app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None
         )
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         ssl_context = None
-        if tls is not None:
-            ssl_context = tls.context
-            reloader = webconfig.start_tls_reloader(tls)
+        if live is not None:
+            # users, headers and certificates follow their files (exporter-toolkit re-reads too)
+            ssl_context = live.tls.context if live.tls is not None else None
+            reloader = webconfig.start_web_config_reloader(live)
             stack.callback(reloader.cancel)
         site = web.TCPSite(runner, args.host, args.port, ssl_context=ssl_context)
         try:

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import re
+import ssl
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -890,7 +891,30 @@ class _Parser:
         except OSError as error:
             self.problem("tls.ca_file", f"cannot read {_quote(text)}: {error.strerror or error}")
             return None
+        problem = _ca_bundle_problem(location)
+        if problem is not None:
+            self.problem("tls.ca_file", f"{_quote(text)}: {problem}")
+            return None
         return TlsConfig(ca_file=str(location.resolve()))
+
+
+def _ca_bundle_problem(location: Path) -> str | None:
+    """Why the file cannot serve as a CA bundle (PEM, at least one certificate), or None.
+
+    Parsed as start-up will parse it, so that --config.check and a reload catch what would
+    otherwise fail when the HTTP client is built."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cafile=str(location))
+    except ssl.SSLError as error:
+        if error.reason == "NO_CERTIFICATE_OR_CRL_FOUND":
+            return "no PEM certificate in it (a PEM bundle of CA certificates is expected)"
+        return f"not a valid PEM certificate bundle ({error.reason or error.strerror})"
+    except (OSError, ValueError) as error:
+        return f"not a PEM certificate bundle ({error})"
+    if context.cert_store_stats()["x509"] == 0:
+        return "no certificate in it (a PEM bundle of CA certificates is expected)"
+    return None
 
 
 def _format_seconds(seconds: float) -> str:

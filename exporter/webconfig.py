@@ -1,9 +1,12 @@
 """Web security from an exporter-toolkit web config file: TLS, basic auth and response headers.
 
 `--web.config.file` uses the format every Prometheus exporter shares (exporter-toolkit's web
-configuration), so a file written for node_exporter works here unchanged, with two exceptions
-that are reported as config errors rather than silently weakened: inline `cert`/`key` and
-`client_allowed_sans`, and `client_auth_type: RequireAnyClientCert` (see `_CLIENT_AUTH_TYPES`).
+configuration), so a file written for node_exporter works here unchanged, except where Python's
+TLS cannot do what the file asks; those are reported as config errors rather than silently
+weakened: inline `cert`/`key` and `client_allowed_sans`, `client_auth_type:
+RequireAnyClientCert` (see `_CLIENT_AUTH_TYPES`), TLS 1.3 names in `cipher_suites`, and more than
+one curve in `curve_preferences`. Cipher suites (TLS 1.2 and below, as in Go), the one curve and
+`prefer_server_cipher_suites` are applied.
 
 The YAML itself is read by `config.read_yaml`, so every file of the exporter is parsed in one
 place with the same secret-safe error messages; the schema is validated here.
@@ -21,8 +24,8 @@ import logging
 import re
 import secrets
 import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -34,14 +37,16 @@ from exporter.config import ConfigError, read_yaml
 
 __all__ = [
     "BasicAuthenticator",
+    "LiveWebConfig",
     "TLSContextManager",
     "TLSServerConfig",
     "WebConfig",
     "WebConfigError",
     "auth_middleware",
-    "headers_middleware",
     "load_web_config",
+    "response_headers",
     "start_tls_reloader",
+    "start_web_config_reloader",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,6 +72,44 @@ _TLS_VERSIONS: Mapping[str, ssl.TLSVersion] = {
 }
 # exporter-toolkit's default minimum.
 _DEFAULT_MIN_VERSION = "TLS12"
+
+# cipher_suites names are Go's, which are the IANA names; OpenSSL names the same suites its own
+# way. Like Go, the list governs TLS 1.2 and below: TLS 1.3 suites are not configurable in
+# either (Python's set_ciphers leaves them alone too), so naming one is refused, not ignored.
+_CIPHER_SUITES: Mapping[str, str] = {
+    "TLS_RSA_WITH_RC4_128_SHA": "RC4-SHA",
+    "TLS_RSA_WITH_3DES_EDE_CBC_SHA": "DES-CBC3-SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA256": "AES128-SHA256",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA": "ECDHE-ECDSA-RC4-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_RC4_128_SHA": "ECDHE-RSA-RC4-SHA",
+    "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA": "ECDHE-RSA-DES-CBC3-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256": "ECDHE-ECDSA-AES128-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256": "ECDHE-RSA-AES128-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+}
+_TLS13_SUITES = frozenset(
+    ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256")
+)
+# curve_preferences names are Go's; the values are OpenSSL's group names.
+_CURVES: Mapping[str, str] = {
+    "CurveP256": "prime256v1",
+    "CurveP384": "secp384r1",
+    "CurveP521": "secp521r1",
+    "X25519": "X25519",
+}
 
 _TOP_KEYS = ("tls_server_config", "http_server_config", "basic_auth_users")
 _TLS_KEYS = (
@@ -130,6 +173,10 @@ class TLSServerConfig:
     client_ca_file: Path | None = None
     min_version: str | None = None
     max_version: str | None = None
+    # OpenSSL names, in the configured order (empty: OpenSSL's defaults).
+    cipher_suites: tuple[str, ...] = ()
+    curve: str | None = None  # the one key-exchange group allowed (OpenSSL name)
+    prefer_server_cipher_suites: bool = True
 
 
 @dataclass(frozen=True)
@@ -239,16 +286,20 @@ class _Parser:
         if value is not None and not isinstance(value, bool):
             self.problem(path, f"expected a boolean, got {_type_name(value)}")
 
-    def string_list(self, section: Mapping[str, object], path: str, key: str) -> None:
+    def string_list(self, section: Mapping[str, object], path: str, key: str) -> list[str]:
         value = section.get(key)
         if value is None:
-            return
+            return []
         if not isinstance(value, list):
             self.problem(path, f"expected a list of strings, got {_type_name(value)}")
-            return
+            return []
+        items: list[str] = []
         for index, item in enumerate(value):
             if not isinstance(item, str):
                 self.problem(f"{path}[{index}]", f"expected a string, got {_type_name(item)}")
+            else:
+                items.append(item)
+        return items
 
     def tls(self, raw: object) -> TLSServerConfig | None:
         label = "tls_server_config"
@@ -294,12 +345,10 @@ class _Parser:
             self.problem(
                 f"{label}.max_version", f"must not be lower than min_version {min_version}"
             )
-        # Accepted for compatibility, not applied: the names are Go's (OpenSSL names its suites
-        # and groups differently), Go itself ignores prefer_server_cipher_suites, and Python's
-        # defaults already exclude weak suites and prefer the server's order.
-        self.string_list(section, f"{label}.cipher_suites", "cipher_suites")
-        self.string_list(section, f"{label}.curve_preferences", "curve_preferences")
+        suites = self.cipher_suites(section, label, min_version)
+        curve = self.curve(section, label)
         self.boolean(section, f"{label}.prefer_server_cipher_suites", "prefer_server_cipher_suites")
+        prefer = section.get("prefer_server_cipher_suites")
         if cert_file is None or key_file is None or auth is None or auth == "RequireAnyClientCert":
             return None
         return TLSServerConfig(
@@ -311,7 +360,58 @@ class _Parser:
             client_ca_file=ca_file if _CLIENT_AUTH_TYPES[auth] != ssl.CERT_NONE else None,
             min_version=min_version,
             max_version=max_version,
+            cipher_suites=suites,
+            curve=curve,
+            prefer_server_cipher_suites=prefer is not False,
         )
+
+    def cipher_suites(
+        self, section: Mapping[str, object], label: str, min_version: str | None
+    ) -> tuple[str, ...]:
+        path = f"{label}.cipher_suites"
+        names = self.string_list(section, path, "cipher_suites")
+        if not names:
+            return ()
+        if min_version == "TLS13":
+            self.problem(path, "has no effect with min_version TLS13 (TLS 1.3 suites are fixed)")
+            return ()
+        suites: list[str] = []
+        for index, name in enumerate(names):
+            item = f"{path}[{index}]"
+            if name in _TLS13_SUITES:
+                self.problem(
+                    item,
+                    f"{name} is a TLS 1.3 suite; TLS 1.3 suites are not configurable "
+                    "(in Go neither): list TLS 1.2 suites only",
+                )
+            elif name not in _CIPHER_SUITES:
+                hint = difflib.get_close_matches(name, list(_CIPHER_SUITES), n=1)
+                suffix = f" (did you mean {hint[0]}?)" if hint else ""
+                self.problem(item, f"unknown cipher suite {_quote(name)}{suffix}")
+            elif not _openssl_has_cipher(_CIPHER_SUITES[name]):
+                self.problem(item, f"{name} is not available in this Python's OpenSSL")
+            else:
+                suites.append(_CIPHER_SUITES[name])
+        return tuple(suites)
+
+    def curve(self, section: Mapping[str, object], label: str) -> str | None:
+        path = f"{label}.curve_preferences"
+        names = self.string_list(section, path, "curve_preferences")
+        if not names:
+            return None
+        if len(names) > 1:
+            # ssl.SSLContext.set_ecdh_curve takes one group; Python 3.11 has no way to set a list.
+            self.problem(
+                path,
+                "Python's TLS can restrict key exchange to one curve only: list exactly one "
+                f"(one of {', '.join(_CURVES)})",
+            )
+            return None
+        name = names[0]
+        if name not in _CURVES:
+            self.problem(f"{path}[0]", f"must be one of {', '.join(_CURVES)}, got {_quote(name)}")
+            return None
+        return _CURVES[name]
 
     def http(self, raw: object) -> dict[str, str]:
         label = "http_server_config"
@@ -471,11 +571,27 @@ def _tls_file_problems(cfg: TLSServerConfig) -> list[str]:
     return problems
 
 
+def _openssl_has_cipher(name: str) -> bool:
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(name)
+    except ssl.SSLError:
+        return False
+    return True
+
+
 def _build_context(cfg: TLSServerConfig) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = _TLS_VERSIONS[cfg.min_version or _DEFAULT_MIN_VERSION]
     if cfg.max_version is not None:
         context.maximum_version = _TLS_VERSIONS[cfg.max_version]
+    if cfg.cipher_suites:
+        context.set_ciphers(":".join(cfg.cipher_suites))
+    if cfg.curve is not None:
+        context.set_ecdh_curve(cfg.curve)
+    if cfg.prefer_server_cipher_suites:
+        context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    else:
+        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     context.load_cert_chain(cfg.cert_file, cfg.key_file, password=_refuse_password)
     verify_mode = _CLIENT_AUTH_TYPES.get(cfg.client_auth_type)
     if verify_mode is None:
@@ -521,6 +637,27 @@ class TLSContextManager:
     def context(self) -> ssl.SSLContext:
         """The context to serve with, for the server's whole lifetime."""
         return self._context
+
+    @property
+    def config(self) -> TLSServerConfig:
+        return self._cfg
+
+    def retarget(self, cfg: TLSServerConfig) -> None:
+        """Read the certificate, key and CA from other files from now on (the next
+        `reload_if_changed` loads them); everything else is fixed for the server's life."""
+        if (
+            replace(
+                cfg,
+                cert_file=self._cfg.cert_file,
+                key_file=self._cfg.key_file,
+                client_ca_file=self._cfg.client_ca_file,
+            )
+            != self._cfg
+        ):
+            raise ValueError("only the file paths can change without a restart")
+        self._cfg = cfg
+        self._state = ()
+        self._failed_state = None
 
     def reload_if_changed(self) -> bool:
         """Re-read the files if they changed; True when new connections now use the new ones."""
@@ -571,6 +708,98 @@ def _stat_file(path: Path) -> _FileState:
     except OSError:
         return None
     return (info.st_mtime_ns, info.st_size, digest)
+
+
+class LiveWebConfig:
+    """The web config file as last read successfully, re-read when it changes.
+
+    exporter-toolkit reads the file for every connection, so a revoked password stops working at
+    once; here the file is checked every few seconds (`start_web_config_reloader`) and users and
+    headers are swapped in whole when it parses. A file that does not parse is reported once and
+    changes nothing. Certificates are re-read when their files change; whether TLS is on, its
+    versions, client auth, suites and curve are fixed at start (the listening socket and the
+    served context are), so a change to those is reported as needing a restart.
+    """
+
+    def __init__(self, path: str | Path, config: WebConfig) -> None:
+        self._path = Path(path)
+        self._state = _stat_file(self._path)
+        self._failed_state: _FileState = None
+        self.tls = TLSContextManager(config.tls) if config.tls is not None else None
+        self._config = config
+        self.headers: Mapping[str, str] = config.headers
+        self.authenticator = _authenticator(config.basic_auth_users)
+
+    def attach(self, app: web.Application) -> None:
+        """Basic auth (first of the app's middlewares) and the response headers."""
+        app.middlewares.insert(0, auth_middleware(lambda: self.authenticator))
+        app.on_response_prepare.append(response_headers(lambda: self.headers))
+
+    def read_if_changed(self) -> WebConfig | None:
+        """The new config when the file changed and parses (blocking: run it in a thread)."""
+        state = _stat_file(self._path)
+        if state in (self._state, self._failed_state):
+            return None
+        try:
+            config = load_web_config(self._path)
+        except WebConfigError as exc:
+            self._failed_state = state
+            logger.warning(
+                "web config reload failed, keeping the previous users, headers and TLS",
+                extra={"problems": "; ".join(exc.problems)},
+            )
+            return None
+        self._state = state
+        self._failed_state = None
+        return config
+
+    def apply(self, config: WebConfig) -> None:
+        """Swap in users and headers; point TLS at new files (on the event loop)."""
+        old = self._config
+        if dict(config.basic_auth_users) != dict(old.basic_auth_users):
+            self.authenticator = _authenticator(config.basic_auth_users)
+        self.headers = config.headers
+        kept = old.tls
+        if (config.tls is None) != (self.tls is None):
+            logger.warning("web config: turning TLS on or off needs a restart")
+        elif self.tls is not None and config.tls is not None and config.tls != self.tls.config:
+            try:
+                self.tls.retarget(config.tls)
+                kept = config.tls
+            except ValueError:
+                logger.warning(
+                    "web config: TLS versions, client auth, cipher suites and curve apply at "
+                    "start; restart to use the new ones (certificate files still re-read)"
+                )
+        self._config = replace(config, tls=kept)
+        logger.info(
+            "web config reloaded",
+            extra={"users": len(config.basic_auth_users), "headers": len(config.headers)},
+        )
+
+
+def _authenticator(users: Mapping[str, str]) -> BasicAuthenticator | None:
+    return BasicAuthenticator(users) if users else None
+
+
+def start_web_config_reloader(live: LiveWebConfig, interval: float = 2.0) -> asyncio.Task[None]:
+    """Check the web config file and the certificate files every `interval` seconds."""
+    if interval <= 0:
+        raise ValueError("interval must be greater than 0")
+    return asyncio.create_task(_watch_web_config(live, interval), name="web-config-reloader")
+
+
+async def _watch_web_config(live: LiveWebConfig, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            config = await asyncio.to_thread(live.read_if_changed)
+            if config is not None:
+                live.apply(config)
+            if live.tls is not None:
+                await asyncio.to_thread(live.tls.reload_if_changed)
+        except Exception:
+            logger.exception("web config reload crashed; will retry")
 
 
 def start_tls_reloader(manager: TLSContextManager, interval: float = 30.0) -> asyncio.Task[None]:
@@ -685,16 +914,22 @@ def _parse_basic(header: str | None) -> tuple[str, bytes] | None:
 
 
 def auth_middleware(
-    authenticator: BasicAuthenticator, *, open_paths: frozenset[str] = frozenset({"/-/healthy"})
+    authenticator: BasicAuthenticator | Callable[[], BasicAuthenticator | None],
+    *,
+    open_paths: frozenset[str] = frozenset({"/-/healthy"}),
 ) -> Middleware:
-    """Answer 401 unless the request has valid basic auth credentials or its path is open."""
+    """Answer 401 unless the request has valid basic auth credentials or its path is open.
+
+    `authenticator` may be a callable giving the current one (None: no users, all open)."""
     challenge = {hdrs.WWW_AUTHENTICATE: f'Basic realm="{REALM}"'}
+    current = authenticator if callable(authenticator) else (lambda: authenticator)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in open_paths:
+        checker = current()
+        if checker is None or request.path in open_paths:
             return await handler(request)
-        if await authenticator.check_async(request.headers.get(hdrs.AUTHORIZATION)):
+        if await checker.check_async(request.headers.get(hdrs.AUTHORIZATION)):
             return await handler(request)
         logger.debug("unauthorized request", extra={"path": request.path})
         return web.Response(status=401, text="Unauthorized", headers=challenge)
@@ -702,21 +937,17 @@ def auth_middleware(
     return middleware
 
 
-def headers_middleware(headers: Mapping[str, str]) -> Middleware:
-    """Add the configured headers to every response; list it first so 401s get them too."""
-    extra = dict(headers)
+def response_headers(
+    headers: Mapping[str, str] | Callable[[], Mapping[str, str]],
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """An `on_response_prepare` handler adding the configured headers to every response:
+    streamed ones (/metrics), 401s and router errors included, since all are prepared.
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            # Router errors (404, 405) arrive as exceptions, and are responses too.
-            exc.headers.update(extra)
-            raise
-        # A streamed response that was already prepared has sent its headers; ours are
-        # plain responses, prepared after the middlewares return.
-        response.headers.update(extra)
-        return response
+    `headers` may be a callable giving the current ones."""
+    fixed = None if callable(headers) else dict(headers)
+    current = headers if callable(headers) else (lambda: fixed or {})
 
-    return middleware
+    async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(current())
+
+    return on_prepare

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import trustme
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,6 +81,39 @@ def test_config_check_rejects_with_key_path(tmp_path: Path, text: str, expected:
     assert result.returncode == 1
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("broken", ["ca_file", "key_file", "name_pattern"])
+def test_config_check_validates_what_start_up_will_need(tmp_path: Path, broken: str) -> None:
+    """What start-up parses (the CA bundle, the web certificate and key, regexes) is parsed by
+    --config.check too: the check cannot pass on a file that start-up would then refuse."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    served, other = ca.issue_cert("127.0.0.1"), ca.issue_cert("localhost")
+    served.cert_chain_pems[0].write_to_path(str(tmp_path / "web.crt"))
+    (other if broken == "key_file" else served).private_key_pem.write_to_path(
+        str(tmp_path / "web.key")
+    )
+    if broken == "ca_file":
+        (tmp_path / "ca.pem").write_text("this is not PEM\n")
+    pattern = "prod-(" if broken == "name_pattern" else "^prod-"
+    (tmp_path / "c.yaml").write_text(
+        GOOD.replace("services: [s1]", f"discovery: {{enabled: true, name_pattern: '{pattern}'}}")
+        + "tls: {ca_file: ca.pem}\n"
+    )
+    (tmp_path / "web.yml").write_text(
+        "tls_server_config: {cert_file: web.crt, key_file: web.key}\n"
+    )
+    args = [f"--config.file={tmp_path / 'c.yaml'}", f"--web.config.file={tmp_path / 'web.yml'}"]
+    result = run(*args, "--config.check")
+    assert result.returncode == 1, result.stderr
+    expected = {
+        "ca_file": 'tls.ca_file: "ca.pem": no PEM certificate in it',
+        "key_file": "tls_server_config.key_file: cannot be used with cert_file",
+        "name_pattern": "projects[0].discovery.name_pattern: invalid regular expression",
+    }[broken]
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr and "configuration is valid" not in result.stderr
 
 
 def test_missing_config_file_exits_1(tmp_path: Path) -> None:

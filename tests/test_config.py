@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+import ssl
 import textwrap
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
+import trustme
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -89,7 +91,7 @@ def test_full_config_with_every_key(tmp_path: Path) -> None:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "token").write_text("tok-from-file\n", encoding="utf-8")
     ca = tmp_path / "ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\n", encoding="utf-8")
+    trustme.CA().cert_pem.write_to_path(str(ca))
     config = load(
         tmp_path,
         f"""
@@ -378,7 +380,7 @@ def test_relative_paths_resolve_against_the_config_directory(
     config_dir = tmp_path / "etc"
     config_dir.mkdir()
     (config_dir / "token").write_text("near-config\n", encoding="utf-8")
-    (config_dir / "ca.pem").write_text("pem\n", encoding="utf-8")
+    trustme.CA().cert_pem.write_to_path(str(config_dir / "ca.pem"))
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     (elsewhere / "token").write_text("near-cwd\n", encoding="utf-8")
@@ -787,6 +789,32 @@ def test_tls_ca_file_must_exist(tmp_path: Path) -> None:
     assert problems(tmp_path, MINIMAL + "tls:\n  ca_file: 1\n") == (
         "tls.ca_file: expected a string, got integer (quote it)",
     )
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "no PEM certificate in it"),
+        (b"not a certificate\n", "no PEM certificate in it"),
+        (b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n", "not a valid PEM"),
+        ("key", "no PEM certificate in it"),  # a private key is not a CA
+        ("der", "no PEM certificate in it"),  # the right certificate, DER-encoded
+    ],
+)
+def test_tls_ca_file_must_be_a_pem_bundle(
+    tmp_path: Path, content: bytes | str, reason: str
+) -> None:
+    ca = trustme.CA()
+    if content == "key":
+        content = ca.private_key_pem.bytes()
+    elif content == "der":
+        content = ssl.PEM_cert_to_DER_cert(ca.cert_pem.bytes().decode("ascii"))
+    assert isinstance(content, bytes)
+    (tmp_path / "ca.pem").write_bytes(content)
+    (found,) = problems(tmp_path, MINIMAL + "tls:\n  ca_file: ca.pem\n")
+    assert found.startswith('tls.ca_file: "ca.pem": ' + reason), found
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    assert load(tmp_path, MINIMAL + "tls:\n  ca_file: ca.pem\n").tls.ca_file
 
 
 def test_every_problem_reported_at_once(tmp_path: Path) -> None:

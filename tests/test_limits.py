@@ -43,3 +43,43 @@ def test_no_window_sees_more_than_the_rate(rate: float, n: int, cap: int) -> Non
     window = allowed / rate
     for i, t in enumerate(starts):
         assert sum(1 for u in starts[i:] if u - t < window) <= allowed
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    rate=st.sampled_from([1.0, 3.0, 10.0]),
+    n=st.integers(2, 40),
+    pauses=st.lists(st.sampled_from([0.0, 0.04, 0.2]), max_size=20),
+)
+def test_a_pause_between_admission_and_start_does_not_open_the_window_early(
+    rate: float, n: int, pauses: list[float]
+) -> None:
+    # On a busy event loop (a garbage collection, a big parse) the requests let through may
+    # start a while after they were admitted. The window must count from when they started,
+    # or the next batch, admitted on time, lands in the same second as the late one.
+    now = [0.0]
+    starts: list[float] = []
+    pending = list(pauses)
+
+    async def sleep(seconds: float) -> None:
+        wake = now[0] + max(0.0, seconds)
+        now[0] += pending.pop() if pending else 0.0  # the loop is held before anyone resumes
+        for _ in range(5):
+            await asyncio.sleep(0)
+        now[0] = max(now[0], wake)
+
+    limiter = RequestLimiter(n, rate, clock=lambda: now[0], sleep=sleep)
+
+    async def request() -> None:
+        async with limiter.slot():
+            starts.append(now[0])
+
+    async def main() -> None:
+        await asyncio.gather(*(request() for _ in range(n)))
+
+    asyncio.run(main())
+    assert len(starts) == n
+    allowed = max(1, int(rate))
+    window = allowed / rate
+    for i, t in enumerate(starts):
+        assert sum(1 for u in starts[i:] if u - t < window) <= allowed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import signal
 import ssl
 import subprocess
@@ -31,14 +32,19 @@ def basic(user: str, password: str) -> dict[str, str]:
 
 
 @contextmanager
-def exporter_process(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def exporter_process(
+    *args: str, log: Path | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """The exporter as a process; its log goes to `log` when given (else it is discarded)."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter", f"--web.listen-address=127.0.0.1:{port}", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    with contextlib.ExitStack() as files:
+        stderr = files.enter_context(log.open("wb")) if log is not None else subprocess.PIPE
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", f"--web.listen-address=127.0.0.1:{port}", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
     try:
         yield proc, port
     finally:
@@ -295,3 +301,48 @@ async def test_reload_broken_then_fixed_via_http_and_sighup(tmp_path: Path) -> N
                 assert one(s, "modelarts_service_invocations_total", service_id=first) >= before
                 assert one(s, "modelarts_exporter_watched_services") == 2
         assert proc.returncode == 0
+
+
+async def test_users_and_headers_follow_the_web_config_file(tmp_path: Path) -> None:
+    """A revoked password stops working without a restart; a broken file changes nothing."""
+    old_hash = bcrypt.hashpw(b"old-password", bcrypt.gensalt(rounds=4)).decode()
+    new_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    web_yml = tmp_path / "web.yml"
+
+    def write(users: dict[str, str], header: str) -> None:
+        doc = {
+            "basic_auth_users": users,
+            "http_server_config": {"headers": {"X-Config-Generation": header}},
+        }
+        # Written aside and renamed, as configuration management does: never half a file.
+        (tmp_path / "web.tmp").write_text(yaml.safe_dump(doc))
+        (tmp_path / "web.tmp").replace(web_yml)
+
+    async def answer(user: str, password: str) -> tuple[int, str | None]:
+        async with (
+            aiohttp.ClientSession(timeout=TIMEOUT) as http,
+            http.get(f"http://127.0.0.1:{port}/metrics", headers=basic(user, password)) as resp,
+        ):
+            await resp.read()
+            return resp.status, resp.headers.get("X-Config-Generation")
+
+    write({"alice": old_hash}, "1")
+    log = tmp_path / "exporter.log"
+    with exporter_process("--demo", f"--web.config.file={web_yml}", log=log) as (proc, port):
+        await _wait_listening(port, proc)
+        assert await answer("alice", "old-password") == (200, "1")
+        write({"bob": new_hash}, "2")  # alice revoked, bob added
+
+        async def switched() -> bool:
+            return await answer("bob", PASSWORD) == (200, "2")
+
+        await wait_until(switched, timeout=15, interval=0.2, what="new users applied")
+        assert await answer("alice", "old-password") == (401, "2")
+        web_yml.write_text("basic_auth_users: [not, a, mapping]\n")
+        await asyncio.sleep(3)  # more than one check interval: the broken file was read
+        assert await answer("bob", PASSWORD) == (200, "2")
+        assert await answer("alice", "old-password") == (401, "2")
+        assert proc.poll() is None
+    stderr = log.read_text()
+    assert "web config reload failed" in stderr and "basic_auth_users" in stderr
+    assert new_hash not in stderr and old_hash not in stderr

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import re
 import ssl
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,8 +29,8 @@ from exporter.webconfig import (
     WebConfig,
     WebConfigError,
     auth_middleware,
-    headers_middleware,
     load_web_config,
+    response_headers,
     start_tls_reloader,
 )
 
@@ -109,9 +111,18 @@ async def ok_handler(request: web.Request) -> web.Response:
     return web.Response(text=f"ok {request.path}")
 
 
+async def streamed_handler(request: web.Request) -> web.StreamResponse:
+    # Headers go out at prepare(), before any middleware sees the response (as /metrics).
+    response = web.StreamResponse()
+    await response.prepare(request)
+    await response.write(b"streamed")
+    return response
+
+
 def make_app(*middlewares: Any) -> web.Application:
     app = web.Application(middlewares=list(middlewares))
     app.router.add_get("/", ok_handler)
+    app.router.add_get("/stream", streamed_handler)
     app.router.add_get("/metrics", ok_handler)
     app.router.add_get("/-/healthy", ok_handler)
     return app
@@ -210,8 +221,8 @@ tls_server_config:
   min_version: TLS12
   max_version: TLS13
   cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]
-  curve_preferences: [X25519, CurveP256]
-  prefer_server_cipher_suites: true
+  curve_preferences: [X25519]
+  prefer_server_cipher_suites: false
 http_server_config:
   http2: false
   headers:
@@ -229,6 +240,9 @@ basic_auth_users:
         client_ca_file=pki.ca_file,
         min_version="TLS12",
         max_version="TLS13",
+        cipher_suites=("ECDHE-RSA-AES128-GCM-SHA256",),
+        curve="X25519",
+        prefer_server_cipher_suites=False,
     )
     assert dict(config.headers) == {
         "Strict-Transport-Security": "max-age=31536000",
@@ -818,15 +832,17 @@ async def test_auth_middleware_over_http() -> None:
         assert (await fetch(base + "/-/healthy/../metrics")).status == 401
 
 
-async def test_headers_middleware_adds_headers_to_every_response() -> None:
+async def test_configured_headers_are_added_to_every_response() -> None:
     headers = {"X-Frame-Options": "deny", "Strict-Transport-Security": "max-age=31536000"}
     authenticator = BasicAuthenticator({"prometheus": HASH})
-    app = make_app(headers_middleware(headers), auth_middleware(authenticator))
+    app = make_app(auth_middleware(authenticator))
+    app.on_response_prepare.append(response_headers(headers))
     async with serve(app) as port:
         base = f"http://127.0.0.1:{port}"
         right = basic("prometheus", PASSWORD)
         for path, authorization, status in [
             ("/metrics", right, 200),
+            ("/stream", right, 200),
             ("/metrics", None, 401),
             ("/-/healthy", None, 200),
             ("/no-such-page", right, 404),
@@ -856,10 +872,8 @@ basic_auth_users:
     config = load_web_config(path)
     assert config.tls is not None
     manager = TLSContextManager(config.tls)
-    app = make_app(
-        headers_middleware(config.headers),
-        auth_middleware(BasicAuthenticator(config.basic_auth_users)),
-    )
+    app = make_app(auth_middleware(BasicAuthenticator(config.basic_auth_users)))
+    app.on_response_prepare.append(response_headers(config.headers))
     async with serve(app, manager.context) as port:
         url = f"https://127.0.0.1:{port}/metrics"
         with_cert = client_context(pki.ca, pki.client)
@@ -868,3 +882,142 @@ basic_auth_users:
         assert (await fetch(url, with_cert)).status == 401
         with pytest.raises(aiohttp.ClientError):
             await fetch(url, client_context(pki.ca), basic("prometheus", PASSWORD))
+
+
+# -- cipher suites and curves ---------------------------------------------------------------------
+
+
+def test_cipher_suite_names_match_openssl_standard_names() -> None:
+    """Our Go (IANA) -> OpenSSL table against OpenSSL's own: `openssl ciphers -stdname`."""
+    from exporter.webconfig import _CIPHER_SUITES, _openssl_has_cipher
+
+    available = {go: ossl for go, ossl in _CIPHER_SUITES.items() if _openssl_has_cipher(ossl)}
+    assert len(available) >= 13  # every suite Go calls secure, at least
+    listing = subprocess.run(
+        ["openssl", "ciphers", "-stdname", ":".join(available.values())],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    standard = {}
+    for line in listing.splitlines():
+        iana, dash, ossl, *_ = line.split()
+        assert dash == "-"
+        standard[ossl] = iana
+    for go, ossl in available.items():
+        assert standard.get(ossl) == go, (go, ossl)
+
+
+@pytest.mark.parametrize(
+    ("tls", "expected"),
+    [
+        (
+            "  cipher_suites: [TLS_AES_128_GCM_SHA256]\n",
+            "tls_server_config.cipher_suites[0]: TLS_AES_128_GCM_SHA256 is a TLS 1.3 suite; "
+            "TLS 1.3 suites are not configurable (in Go neither): list TLS 1.2 suites only",
+        ),
+        (
+            "  cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA25]\n",
+            'tls_server_config.cipher_suites[0]: unknown cipher suite "TLS_ECDHE_RSA_WITH_AES_'
+            '128_GCM_SHA25" (did you mean TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256?)',
+        ),
+        (
+            "  cipher_suites: [TLS_RSA_WITH_RC4_128_SHA]\n",
+            "tls_server_config.cipher_suites[0]: TLS_RSA_WITH_RC4_128_SHA is not available in "
+            "this Python's OpenSSL",
+        ),
+        (
+            "  min_version: TLS13\n  cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]\n",
+            "tls_server_config.cipher_suites: has no effect with min_version TLS13 "
+            "(TLS 1.3 suites are fixed)",
+        ),
+        (
+            "  curve_preferences: [X25519, CurveP256]\n",
+            "tls_server_config.curve_preferences: Python's TLS can restrict key exchange to one "
+            "curve only: list exactly one (one of CurveP256, CurveP384, CurveP521, X25519)",
+        ),
+        (
+            "  curve_preferences: [X25519MLKEM768]\n",
+            "tls_server_config.curve_preferences[0]: must be one of CurveP256, CurveP384, "
+            'CurveP521, X25519, got "X25519MLKEM768"',
+        ),
+    ],
+)
+def test_cipher_suites_and_curves_that_cannot_be_honoured_are_refused(
+    pki: Pki, tls: str, expected: str
+) -> None:
+    text = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n" + tls
+    assert problems_of(pki.dir, text) == (expected,)
+
+
+async def _handshake(port: int, context: ssl.SSLContext) -> str:
+    """The cipher a new connection negotiates (raises when the handshake fails)."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    try:
+        cipher: str = writer.get_extra_info("cipher")[0]
+        return cipher
+    finally:
+        writer.close()
+        with contextlib.suppress(ssl.SSLError, ConnectionError):
+            await writer.wait_closed()
+
+
+def _tls12_client(pki: Pki, ciphers: str | None = None, curve: str | None = None) -> ssl.SSLContext:
+    context = client_context(pki.ca, max_version=ssl.TLSVersion.TLSv1_2)
+    if ciphers is not None:
+        context.set_ciphers(ciphers)
+    if curve is not None:
+        context.set_ecdh_curve(curve)
+    return context
+
+
+def _served(pki: Pki, tls: str) -> TLSContextManager:
+    text = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n" + tls
+    config = load_web_config(write_config(pki.dir, text))
+    assert config.tls is not None
+    return TLSContextManager(config.tls)
+
+
+async def test_cipher_suites_are_honoured_in_order_of_preference(pki: Pki) -> None:
+    aes128 = "ECDHE-ECDSA-AES128-GCM-SHA256"
+    aes256 = "ECDHE-ECDSA-AES256-GCM-SHA384"
+    only_256 = "  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]\n"
+    async with serve(make_app(), _served(pki, "").context) as port:
+        assert await _handshake(port, _tls12_client(pki, aes128)) == aes128  # default: allowed
+    async with serve(make_app(), _served(pki, only_256).context) as port:
+        assert await _handshake(port, _tls12_client(pki)) == aes256
+        with pytest.raises((ssl.SSLError, ConnectionError)):  # refused
+            await _handshake(port, _tls12_client(pki, aes128))
+        # TLS 1.3 suites are not governed by the list (as in Go)
+        assert await _handshake(port, client_context(pki.ca)) == "TLS_AES_256_GCM_SHA384"
+    both = (
+        "  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,"
+        " TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]\n"
+    )
+    client_prefers_128 = f"{aes128}:{aes256}"
+    async with serve(make_app(), _served(pki, both).context) as port:
+        assert await _handshake(port, _tls12_client(pki, client_prefers_128)) == aes256
+    not_ours = both + "  prefer_server_cipher_suites: false\n"
+    async with serve(make_app(), _served(pki, not_ours).context) as port:
+        assert await _handshake(port, _tls12_client(pki, client_prefers_128)) == aes128
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+async def test_curve_preferences_restrict_key_exchange(pki: Pki, version: ssl.TLSVersion) -> None:
+    # An RSA certificate: in TLS 1.2 an ECDSA one would also tie the handshake to its curve.
+    rsa = trustme.CA(key_type=trustme.KeyType.RSA)
+    leaf = rsa.issue_cert("127.0.0.1", key_type=trustme.KeyType.RSA)
+    write_leaf(leaf, pki.cert_file, pki.key_file)
+
+    def client(curve: str) -> ssl.SSLContext:
+        context = client_context(rsa, max_version=version)
+        context.set_ecdh_curve(curve)
+        return context
+
+    async with serve(make_app(), _served(pki, "").context) as port:
+        assert await _handshake(port, client("prime256v1"))  # default: allowed
+    async with serve(make_app(), _served(pki, "  curve_preferences: [CurveP384]\n").context) as p:
+        assert await _handshake(p, client("secp384r1"))
+        with pytest.raises((ssl.SSLError, ConnectionError)):  # refused
+            await _handshake(p, client("prime256v1"))

@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 SERVER_SKEW_MARGIN = 0.03
+ADMITTED_POLL = 0.001  # seconds between looks while admitted requests have yet to start
 MIN_RATE = 0.1  # requests per second: throttling never stops polling altogether
 
 
@@ -38,6 +39,7 @@ class RequestLimiter:
         self._last_change = -float("inf")
         self.throttle_count = 0
         self._starts: deque[float] = deque()
+        self._admitted = 0  # let through, not yet started (stamped)
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._pacer: asyncio.Task[None] | None = None
         self._clock = clock
@@ -74,28 +76,36 @@ class RequestLimiter:
             self._set_rate(min(self.budget, self._rate + self.budget / 10))
             self._last_change = now
 
-    def _try_start(self) -> bool:
+    def _has_room(self) -> bool:
         now = self._clock()
         if self._rate < self.budget:
             self._recover(now)
         starts = self._starts
         while starts and now - starts[0] >= self._window:
             starts.popleft()
-        if len(starts) < self._per_window:
-            starts.append(now)
-            return True
-        return False
+        return len(starts) + self._admitted < self._per_window
 
     async def _reserve_start(self) -> None:
-        # Fast path with nobody queued: nothing awaits between the check and the append, so
+        # Fast path with nobody queued: nothing awaits between the check and the stamp, so
         # this is atomic on the event loop.
-        if not self._waiters and self._try_start():
+        if not self._waiters and self._has_room():
+            self._starts.append(self._clock())
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         if self._pacer is None or self._pacer.done():
             self._pacer = asyncio.create_task(self._pace())
-        await waiter
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._admitted -= 1  # admitted, then cancelled before it could start
+            raise
+        # Stamped when the request really goes, not when it was admitted: on a busy loop the
+        # admitted ones resume one after another, and a stamp taken at admission would let the
+        # next window open early by that lag.
+        self._admitted -= 1
+        self._starts.append(self._clock())
 
     async def _pace(self) -> None:
         """Admit queued requests as slots free up, in order, as many at once as are free: the
@@ -104,15 +114,18 @@ class RequestLimiter:
         while waiters:
             while waiters and waiters[0].done():  # cancelled while waiting
                 waiters.popleft()
-            while waiters and self._try_start():
+            while waiters and self._has_room():
                 waiter = waiters.popleft()
-                if waiter.done():
-                    self._starts.pop()  # it was cancelled: give its start back
-                else:
+                if not waiter.done():
                     waiter.set_result(None)
+                    self._admitted += 1
             if waiters:
+                if len(self._starts) < self._per_window:
+                    # The window is full of admitted requests that have not run yet: let them.
+                    await self._sleep(ADMITTED_POLL)
+                    continue
                 # Past the boundary by a margin: the server sees a start when the request
-                # arrives, a little after we let it go, and arrival delays vary.
+                # arrives, a little after it goes, and arrival delays vary.
                 await self._sleep(
                     self._starts[0] + self._window - self._clock() + SERVER_SKEW_MARGIN
                 )
