@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # System tools the tests drive for real: promtool/prometheus (Debian package `prometheus`),
-# systemd-analyze (Debian package `systemd`), kubectl for kustomize rendering when absent.
+# systemd-analyze (Debian package `systemd`), kubectl for kustomize rendering when absent,
+# headless chromium + chromedriver for the status page's browser test.
 tools:
 	@missing=""; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
@@ -25,6 +26,8 @@ tools:
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	{ [ -x /bin/kill ] || [ -x /usr/bin/kill ]; } || missing="$$missing procps"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \

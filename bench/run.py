@@ -173,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     text = report.markdown(rows, meta, plot_name)
     (out / "results.md").write_text(text)
     if args.publish:
+        # Keep the section bench.status_page publishes there (between its markers).
+        previous = (HERE / "RESULTS.md").read_text() if (HERE / "RESULTS.md").exists() else ""
+        kept = previous[previous.find("<!-- status-page -->") :]
+        if "<!-- status-page -->" in previous:
+            text = text.rstrip("\n") + "\n\n" + kept
         (HERE / "RESULTS.md").write_text(text)
         if plot_name:
             shutil.copyfile(out / "scaling.png", HERE / "scaling.png")

@@ -96,6 +96,19 @@ class Churn:
         }
 
 
+BROKEN = {"v1": ("details", "events", "logs", "monitor"), "v2": ("v2_details", "v2_events")}
+
+
+def break_services(sim: Simulation, n: int) -> None:
+    """The first `n` services in id order fail one endpoint each (500), in turn."""
+    for index, sid in enumerate(sorted(sim.services)[:n]):
+        routes = BROKEN[sim.services[sid].generation]
+        route = routes[index % len(routes)]
+        if route == "monitor":
+            sim.set_status(sid, "running")  # the monitor API is read while a service serves
+        sim.service_faults[(sid, route)] = "error"
+
+
 def build_app(sim: Simulation, churn: Churn | None = None) -> web.Application:
     app = create_app(sim)
 
@@ -195,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--forbid", default="", help="endpoints answering 403, comma-separated")
     parser.add_argument("--churn-per-second", type=float, default=0.0)
     parser.add_argument("--churn-lifetime", type=float, default=60.0)
+    parser.add_argument(
+        "--broken", type=int, default=0, help="the first N services fail one endpoint each"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
@@ -208,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         happening_interval=args.happening_interval,
     )
     sim.set_quota(args.quota_per_second, args.quota_per_minute)
+    break_services(sim, args.broken)
     if args.forbid:
         sim.forbid(DEFAULT_PROJECT_ID, args.forbid.split(","))
     with contextlib.suppress(KeyboardInterrupt):

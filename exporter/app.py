@@ -22,7 +22,9 @@ from exporter.modelarts.http import HttpClient
 from exporter.modelarts.limits import RequestLimiter
 from exporter.modelarts.proxy import proxy_for
 from exporter.polling.poller import DiscoveryRule, Poller, PollSettings, ProjectPlan
+from exporter.polling.snapshot import EMPTY_SNAPSHOT
 from exporter.polling.sources import ServiceSource, V1Source, V2Source
+from exporter.status import RateView, StatusBoard
 from exporter.web import WebHandlers, create_web_app
 
 log = logging.getLogger("exporter")
@@ -66,6 +68,9 @@ class Exporter:
         self.poller: Poller | None = None
         self._reload_lock = asyncio.Lock()
         self._limiters: list[RequestLimiter] = []
+        self.status = StatusBoard(
+            lambda: self.poller.snapshot if self.poller else EMPTY_SNAPSHOT, rate=self._rate_view
+        )
 
     # -- building -------------------------------------------------------------------------------
 
@@ -183,6 +188,12 @@ class Exporter:
             await self._http.close()
             self._http = None
 
+    def _rate_view(self) -> RateView | None:
+        if not self._limiters:
+            return None
+        limiter = self._limiters[-1]
+        return RateView(limiter.rate, limiter.budget, self.metrics.throttled_total)
+
     def ready(self) -> bool:
         return self.poller is not None and self.poller.ready
 
@@ -236,6 +247,9 @@ class Exporter:
             ready=self.ready,
             reload=self.reload,
             telemetry_path=self.options.telemetry_path,
+            status_html=self.status.html,
+            status_json=self.status.json,
+            summary_html=self.status.summary,
             lifecycle=self.options.enable_lifecycle,
         )
 

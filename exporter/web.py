@@ -4,7 +4,7 @@ check and a reload action."""
 from __future__ import annotations
 
 import html
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -25,6 +25,10 @@ class WebHandlers:
     ready: Callable[[], bool]
     reload: ReloadAction
     telemetry_path: str = "/metrics"
+    # The operator status page (exporter/status.py): query parameters -> HTML / JSON body.
+    status_html: Callable[[Mapping[str, str]], str] | None = None
+    status_json: Callable[[Mapping[str, str]], bytes] | None = None
+    summary_html: Callable[[], str] = lambda: ""
     lifecycle: bool = False  # whether POST /-/reload may act (--web.enable-lifecycle)
 
 
@@ -68,7 +72,7 @@ def create_web_app(
             f"<h1>ModelArts Exporter</h1><p>Version {html.escape(__version__)}</p><ul>"
             f'<li><a href="{link}">Metrics</a></li>'
             '<li><a href="-/healthy">Health</a></li><li><a href="-/ready">Readiness</a></li>'
-            "</ul></body></html>"
+            f"</ul>{handlers.summary_html()}</body></html>"
         )
         return web.Response(text=page, content_type="text/html")
 
@@ -95,6 +99,17 @@ def create_web_app(
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/-/reload", reload)
+    if handlers.status_html is not None and handlers.status_json is not None:
+        status_html, status_json = handlers.status_html, handlers.status_json
+
+        async def status(request: web.Request) -> web.Response:
+            return web.Response(text=status_html(request.query), content_type="text/html")
+
+        async def status_api(request: web.Request) -> web.Response:
+            return web.Response(body=status_json(request.query), content_type="application/json")
+
+        app.router.add_get("/status", status)
+        app.router.add_get("/api/v1/status", status_api)
     return app
 
 

@@ -72,6 +72,7 @@ class ExporterMetrics:
         self._throttled = Counter(
             _base(cat.API_THROTTLED), cat.API_THROTTLED.help, cat.API_THROTTLED.labels, registry=r
         )
+        self.throttled_total = 0  # for the landing page
         self.rate_limit: Callable[[], float] | None = None  # set by the app: the limiter's rate
         rate = Gauge(_base(cat.API_RATE_LIMIT), cat.API_RATE_LIMIT.help, registry=r)
         rate.set_function(lambda: self.rate_limit() if self.rate_limit else float("nan"))
@@ -97,6 +98,7 @@ class ExporterMetrics:
 
     def throttled(self, endpoint: str) -> None:
         self._throttled.labels(endpoint).inc()
+        self.throttled_total += 1
 
     def token_refreshed(self, ok: bool) -> None:
         (self._refreshes if ok else self._refresh_failures).inc()

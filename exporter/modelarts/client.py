@@ -369,8 +369,11 @@ class ModelArtsClient:
                 )
             except (HttpError, OSError, TimeoutError) as err:
                 self._observer.request_done(endpoint, "error", time.monotonic() - started)
+                why = describe(err)
+                if isinstance(err, TimeoutError):
+                    why = f"timed out after {self._timeout:g} s"
                 raise TransportError(
-                    f"{endpoint} request failed: {describe(err)}", endpoint=endpoint
+                    f"{endpoint} request failed: {why}", endpoint=endpoint
                 ) from None
         status = resp.status
         body = resp.body

@@ -27,13 +27,32 @@ class ModelArtsError(Exception):
         super().__init__(message)
         self.endpoint = endpoint
 
+    @property
+    def reason(self) -> str:
+        """The failure in plain words, for the status page and logs (never a secret)."""
+        return str(self)
+
+    def _without_endpoint(self, text: str) -> str:
+        for prefix in (f"{self.endpoint} request failed: ", f"{self.endpoint}: "):
+            if self.endpoint and text.startswith(prefix):
+                return text[len(prefix) :]
+        return text
+
 
 class TransportError(ModelArtsError):
     """No usable HTTP response (connection error, timeout, TLS failure)."""
 
+    @property
+    def reason(self) -> str:
+        return self._without_endpoint(str(self))  # "timed out after 10 s"
+
 
 class MalformedResponseError(ModelArtsError):
     """A 2xx response whose body could not be parsed into the expected shape."""
+
+    @property
+    def reason(self) -> str:
+        return f"malformed response: {self._without_endpoint(str(self))}"
 
 
 class CredentialsError(ModelArtsError):
@@ -57,6 +76,14 @@ class ApiError(ModelArtsError):
         self.code = code
         self.error_msg = message
         self.retry_after = retry_after
+
+    @property
+    def reason(self) -> str:
+        """`HTTP 503 ModelArts.0001: message`, or `throttled (HTTP 429 APIG.0308)`."""
+        code = f"HTTP {self.status}" + (f" {self.code}" if self.code != str(self.status) else "")
+        if self.throttling:
+            return f"throttled ({code})"
+        return f"{code}: {self.error_msg}" if self.error_msg else code
 
     @property
     def retryable(self) -> bool:

@@ -239,7 +239,9 @@ Publish = Callable[[Snapshot], None]
 
 
 def _describe(err: ModelArtsError) -> str:
-    return str(err)
+    """Plain words: "HTTP 503 ModelArts.3505: ...", "throttled (HTTP 429 APIG.0308)",
+    "timed out after 10 s", "malformed response: ..."."""
+    return err.reason
 
 
 class Poller:

@@ -633,9 +633,20 @@ async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
     sim = request.app[SIMULATION]
     faults = sim.faults
     endpoint = _endpoint_of(request)
-    if endpoint not in faults.endpoints:
+    fixed = sim.service_faults.get((request.match_info.get("service_id", ""), endpoint))
+    if fixed is not None:
+        draw = FaultDraw(
+            slow=fixed == "slow",
+            drop=fixed == "drop",
+            throttle=fixed == "throttle",
+            error=fixed == "error",
+            malformed=fixed == "malformed",
+            variant=1,
+        )
+    elif endpoint not in faults.endpoints:
         return await handler(request)
-    draw = faults.draw()
+    else:
+        draw = faults.draw()
     if draw.slow:
         await asyncio.sleep(faults.slow_seconds)
     if draw.drop:

@@ -324,6 +324,9 @@ class Simulation:
         self.quota: Quota | None = None
         # (project_id, endpoint) -> the HTTP status every such request gets (403 or 404)
         self.forbidden: dict[tuple[str, str], int] = {}
+        # (service_id, endpoint) -> "error" | "throttle" | "slow" | "malformed": the fault every
+        # such request gets (one endpoint of some services failing, for the status page)
+        self.service_faults: dict[tuple[str, str], str] = {}
         self.faults = Faults(seed=seed)
         self.stats = RequestStats()
         self.identity = Identity()
