@@ -45,7 +45,6 @@ __all__ = [
     "auth_middleware",
     "load_web_config",
     "response_headers",
-    "start_tls_reloader",
     "start_web_config_reloader",
 ]
 
@@ -800,23 +799,6 @@ async def _watch_web_config(live: LiveWebConfig, interval: float) -> None:
                 await asyncio.to_thread(live.tls.reload_if_changed)
         except Exception:
             logger.exception("web config reload crashed; will retry")
-
-
-def start_tls_reloader(manager: TLSContextManager, interval: float = 30.0) -> asyncio.Task[None]:
-    """Start a task that calls `manager.reload_if_changed()` every `interval` seconds."""
-    if interval <= 0:
-        raise ValueError("interval must be greater than 0")
-    return asyncio.create_task(_reload_periodically(manager, interval), name="tls-reloader")
-
-
-async def _reload_periodically(manager: TLSContextManager, interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            # File reads and PEM parsing stay off the event loop (slow or network filesystems).
-            await asyncio.to_thread(manager.reload_if_changed)
-        except Exception:
-            logger.exception("tls reload crashed; will retry")
 
 
 # -- basic auth -----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 
 from exporter.webconfig import (
     BasicAuthenticator,
+    LiveWebConfig,
     TLSContextManager,
     TLSServerConfig,
     WebConfig,
@@ -31,7 +32,7 @@ from exporter.webconfig import (
     auth_middleware,
     load_web_config,
     response_headers,
-    start_tls_reloader,
+    start_web_config_reloader,
 )
 
 PASSWORD = "correct horse battery staple"
@@ -684,7 +685,10 @@ async def test_client_ca_rotation_drops_the_old_ca(pki: Pki) -> None:
 
 
 async def test_tls_reloader_task_picks_up_rotation_and_cancels(pki: Pki) -> None:
-    manager = TLSContextManager(tls_config(pki))
+    path = write_config(pki.dir, "tls_server_config: {cert_file: server.crt, key_file: server.key}")
+    live = LiveWebConfig(path, load_web_config(path))
+    manager = live.tls
+    assert manager is not None
     replacement = pki.ca.issue_cert("127.0.0.1")
     loop = asyncio.get_running_loop()
     reloaded = asyncio.Event()
@@ -699,7 +703,7 @@ async def test_tls_reloader_task_picks_up_rotation_and_cancels(pki: Pki) -> None
 
     manager.reload_if_changed = watched_reload  # type: ignore[method-assign]
     async with serve(make_app(), manager.context) as port:
-        task = start_tls_reloader(manager, interval=0.01)
+        task = start_web_config_reloader(live, interval=0.01)
         try:
             write_leaf(replacement, pki.cert_file, pki.key_file)
             async with asyncio.timeout(5):
@@ -711,7 +715,7 @@ async def test_tls_reloader_task_picks_up_rotation_and_cancels(pki: Pki) -> None
                 await task
         assert task.cancelled()
     with pytest.raises(ValueError, match="interval"):
-        start_tls_reloader(manager, interval=0)
+        start_web_config_reloader(live, interval=0)
 
 
 # -- basic auth -----------------------------------------------------------------------------------
