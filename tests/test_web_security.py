@@ -195,6 +195,23 @@ async def _metrics_of(port: int) -> AsyncIterator[Samples]:
         yield parse_samples(await r.text())
 
 
+def _config_yaml(project: str, api_url: str, services: list[str]) -> str:
+    """A configuration watching `services` of the simulator at `api_url`, polled fast."""
+    project_doc = {
+        "project_id": project,
+        "region": "cn-north-4",
+        "endpoint": api_url,
+        "services": services,
+    }
+    return yaml.safe_dump(
+        {
+            "auth": {"method": "token", "token": "t"},
+            "projects": [project_doc],
+            "polling": {"interval": "300ms"},
+        }
+    )
+
+
 async def test_http_reload_is_refused_without_the_lifecycle_flag_and_sighup_still_works(
     tmp_path: Path,
 ) -> None:
@@ -204,20 +221,7 @@ async def test_http_reload_is_refused_without_the_lifecycle_flag_and_sighup_stil
     async with serve(sim) as api_url:
 
         def write(services: list[str]) -> str:
-            return yaml.safe_dump(
-                {
-                    "auth": {"method": "token", "token": "t"},
-                    "projects": [
-                        {
-                            "project_id": project,
-                            "region": "cn-north-4",
-                            "endpoint": api_url,
-                            "services": services,
-                        }
-                    ],
-                    "polling": {"interval": "300ms"},
-                }
-            )
+            return _config_yaml(project, api_url, services)
 
         path = tmp_path / "c.yaml"
         path.write_text(write([first]))
@@ -250,20 +254,7 @@ async def test_reload_broken_then_fixed_via_http_and_sighup(tmp_path: Path) -> N
     async with serve(sim) as api_url:
 
         def write(services: list[str]) -> str:
-            return yaml.safe_dump(
-                {
-                    "auth": {"method": "token", "token": "t"},
-                    "projects": [
-                        {
-                            "project_id": project,
-                            "region": "cn-north-4",
-                            "endpoint": api_url,
-                            "services": services,
-                        }
-                    ],
-                    "polling": {"interval": "300ms"},
-                }
-            )
+            return _config_yaml(project, api_url, services)
 
         path = tmp_path / "c.yaml"
         path.write_text(write([first]))
