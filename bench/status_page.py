@@ -26,6 +26,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +37,8 @@ from bench.budget import Run
 from bench.run import _commit, _cpu_model, calibrate
 from bench.simserver import break_services
 from exporter.app import Exporter, RunOptions
-from exporter.config import (
-    AuthConfig,
-    Config,
-    DiscoveryConfig,
-    PollingConfig,
-    ProjectConfig,
-    Secret,
-)
+from exporter.cli import demo_config
+from exporter.config import Config
 from exporter.simulator import DEFAULT_PROJECT_ID, Simulation, serve
 from exporter.status import StatusBoard
 
@@ -83,7 +78,10 @@ def _ms(s: dict[str, float]) -> str:
 
 
 def _config(url: str) -> Config:
-    polling = PollingConfig(
+    """The demo's configuration, polled once an hour with every safety net due each cycle."""
+    base = demo_config(url, DEFAULT_PROJECT_ID)
+    polling = replace(
+        base.polling,
         interval=3600.0,
         details_interval=0.0001,
         events_interval=0.0001,
@@ -95,21 +93,8 @@ def _config(url: str) -> Config:
         max_requests_per_second=100_000.0,
         retries=0,
         stale_after=300.0,
-        events_lookback=600.0,
     )
-    return Config(
-        auth=AuthConfig(method="token", token=Secret("bench")),
-        projects=(
-            ProjectConfig(
-                project_id=DEFAULT_PROJECT_ID,
-                region="cn-north-4",
-                endpoint=url,
-                services=(),
-                discovery=DiscoveryConfig(enabled=True),
-            ),
-        ),
-        polling=polling,
-    )
+    return replace(base, polling=polling)
 
 
 def timed(fn: Callable[[], object], n: int) -> tuple[dict[str, float], object]:
