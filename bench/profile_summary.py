@@ -49,7 +49,10 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("query canonicalisation (modelarts/signing.py)", ("exporter/modelarts/signing.py",)),
     ("rate limiter (modelarts/limits.py)", ("exporter/modelarts/limits.py",)),
     ("aiohttp server (serving /metrics)", ("aiohttp/web",)),
-    ("HTTP client (modelarts/http.py)", ("exporter/modelarts/http.py",)),
+    (
+        "HTTP client (aiohttp + modelarts/transport.py)",
+        ("exporter/modelarts/transport.py", "aiohttp/", "yarl/", "multidict/"),
+    ),
     ("client logic (modelarts/client.py, pagination, auth)", ("exporter/modelarts/",)),
     ("poller logic (polling/poller.py, snapshot)", ("exporter/polling/",)),
     ("executor threads", ("concurrent/futures", "threading.py")),

@@ -18,9 +18,9 @@ from exporter.metrics.collector import Exposition
 from exporter.metrics.own import ExporterMetrics
 from exporter.modelarts.auth import build_auth
 from exporter.modelarts.client import ModelArtsClient, RetryPolicy
-from exporter.modelarts.http import HttpClient
 from exporter.modelarts.limits import RequestLimiter
 from exporter.modelarts.proxy import proxy_for
+from exporter.modelarts.transport import Transport
 from exporter.polling.poller import DiscoveryRule, Poller, PollSettings, ProjectPlan
 from exporter.polling.snapshot import EMPTY_SNAPSHOT
 from exporter.polling.sources import ServiceSource, V1Source, V2Source
@@ -64,7 +64,7 @@ class Exporter:
         self._loader = loader
         self.metrics = metrics or ExporterMetrics()
         self.exposition = Exposition(self.metrics.render)
-        self._http: HttpClient | None = None
+        self._http: Transport | None = None
         self.poller: Poller | None = None
         self._reload_lock = asyncio.Lock()
         self._limiters: list[RequestLimiter] = []
@@ -74,14 +74,17 @@ class Exporter:
 
     # -- building -------------------------------------------------------------------------------
 
-    def create_http(self, config: Config) -> HttpClient:
+    def create_http(self, config: Config) -> Transport:
         # Proxies come from the environment once per endpoint (modelarts.proxy), not per request.
-        return HttpClient(
-            client_ssl_context(config), user_agent=f"modelarts-exporter/{__version__}"
+        # Connections: the limiter's concurrency, plus one IAM login per project.
+        return Transport(
+            client_ssl_context(config),
+            user_agent=f"modelarts-exporter/{__version__}",
+            connections=config.polling.max_concurrency + len(config.projects),
         )
 
     def _plans(
-        self, config: Config, http: HttpClient
+        self, config: Config, http: Transport
     ) -> tuple[dict[str, ProjectPlan], RequestLimiter]:
         """Everything a poller needs for `config`; no side effect on the running exporter."""
         p = config.polling
@@ -146,7 +149,7 @@ class Exporter:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def create_poller(self, config: Config, http: HttpClient) -> Poller:
+    def create_poller(self, config: Config, http: Transport) -> Poller:
         """A poller for `config` whose snapshots feed this exporter's exposition (not started)."""
         plans, limiter = self._plans(config, http)
         self._limiters.append(limiter)
@@ -210,7 +213,7 @@ class Exporter:
                 config = self._loader()
             except ConfigError as err:
                 return self._reload_failed("invalid configuration", str(err))
-            http: HttpClient | None = None
+            http: Transport | None = None
             try:
                 http = self.create_http(config)
                 plans, limiter = self._plans(config, http)

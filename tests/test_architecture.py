@@ -50,11 +50,14 @@ def source_contains(text: str) -> set[str]:
     }
 
 
-def test_outbound_http_only_in_modelarts_http() -> None:
-    # One HTTP client for the cloud APIs (exporter.modelarts.http), built in app.
-    assert source_contains("create_connection(") == {"exporter.modelarts.http"}
-    assert source_contains("ClientSession") == set()
-    assert users_of("exporter.modelarts.http") <= {
+def test_outbound_http_only_through_the_transport() -> None:
+    # One client session for the cloud APIs (exporter.modelarts.transport), built in app; no
+    # module opens sockets or writes HTTP/1.1 framing of its own.
+    assert source_contains("ClientSession(") == {"exporter.modelarts.transport"}
+    for framing in ("create_connection(", "open_connection(", "HTTP/1.1\\r\\n", "\\r\\n\\r\\n"):
+        assert source_contains(framing) == set(), framing
+    assert not (PACKAGE / "modelarts" / "http.py").exists()
+    assert users_of("exporter.modelarts.transport") <= {
         "exporter.modelarts.client",
         "exporter.modelarts.auth",
         "exporter.app",

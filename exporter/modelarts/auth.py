@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 
 from exporter.config import AuthConfig, ProjectConfig, Secret, iam_endpoint_for
 from exporter.modelarts.errors import CredentialsError, TransportError
-from exporter.modelarts.http import HttpClient, HttpError, describe, route_for
 from exporter.modelarts.observer import ApiObserver
 from exporter.modelarts.proxy import proxy_for
 from exporter.modelarts.signing import sign_request
+from exporter.modelarts.transport import HttpFailure, Transport, origin_for
 
 JSON_CONTENT_TYPE = "application/json"
 
@@ -127,7 +127,7 @@ class IamPasswordAuth:
 
     def __init__(
         self,
-        http: HttpClient,
+        http: Transport,
         *,
         iam_endpoint: str,
         domain_name: str,
@@ -141,7 +141,7 @@ class IamPasswordAuth:
     ) -> None:
         self._http = http
         url = iam_endpoint.rstrip("/") + "/v3/auth/tokens?nocatalog=true"
-        self._route = route_for(url, proxy_for(url))
+        self._origin = origin_for(url, proxy_for(url))
         parts = urlsplit(url)
         self._target = f"{parts.path}?{parts.query}"
         self._domain_name = domain_name
@@ -229,16 +229,16 @@ class IamPasswordAuth:
         started = time.monotonic()
         try:
             resp = await self._http.request(
-                self._route,
+                self._origin,
                 "POST",
                 self._target,
                 {"Content-Type": "application/json;charset=utf8"},
                 self._body(),
                 timeout=self._timeout,
             )
-        except (HttpError, OSError, TimeoutError) as err:
+        except HttpFailure as err:
             self._observer.request_done("token", "error", time.monotonic() - started)
-            raise TransportError(f"IAM request failed: {describe(err)}", endpoint="token") from None
+            raise TransportError(f"IAM request failed: {err}", endpoint="token") from None
         status, raw = resp.status, resp.body
         subject = resp.headers.get("x-subject-token", "")
         self._observer.request_done("token", str(status), time.monotonic() - started)
@@ -259,7 +259,7 @@ def build_auth(
     auth: AuthConfig,
     project: ProjectConfig,
     *,
-    http: HttpClient,
+    http: Transport,
     timeout: float,
     observer: ApiObserver,
 ) -> RequestAuth:

@@ -24,7 +24,6 @@ from exporter.modelarts.errors import (
     TransportError,
     api_error,
 )
-from exporter.modelarts.http import HttpClient, HttpError, describe, route_for
 from exporter.modelarts.limits import RequestLimiter
 from exporter.modelarts.models import (
     AggregatedEvent,
@@ -46,6 +45,7 @@ from exporter.modelarts.models import (
 from exporter.modelarts.observer import ApiObserver
 from exporter.modelarts.pagination import MAX_PAGES, read_all_consistent, read_limit_pages
 from exporter.modelarts.signing import canonical_query
+from exporter.modelarts.transport import HttpFailure, Transport, origin_for
 
 MAX_RETRY_AFTER = 120.0
 V2_PAGE_SIZE = 500  # the v2 API's maximum `limit`
@@ -136,7 +136,7 @@ class ModelArtsClient:
 
     def __init__(
         self,
-        http: HttpClient,
+        http: Transport,
         *,
         endpoint: str,
         project_id: str,
@@ -152,8 +152,8 @@ class ModelArtsClient:
     ) -> None:
         self._http = http
         self._endpoint = endpoint.rstrip("/")
-        self._route = route_for(self._endpoint, proxy)
-        self._host = self._route.host_header
+        self._origin = origin_for(self._endpoint, proxy)
+        self._host = self._origin.host_header
         self._base_path = urlsplit(self._endpoint).path.rstrip("/")
         self.project_id = project_id
         self._auth = auth
@@ -365,15 +365,12 @@ class ModelArtsClient:
             started = time.monotonic()
             try:
                 resp = await self._http.request(
-                    self._route, "GET", target, headers, timeout=self._timeout
+                    self._origin, "GET", target, headers, timeout=self._timeout
                 )
-            except (HttpError, OSError, TimeoutError) as err:
+            except HttpFailure as err:
                 self._observer.request_done(endpoint, "error", time.monotonic() - started)
-                why = describe(err)
-                if isinstance(err, TimeoutError):
-                    why = f"timed out after {self._timeout:g} s"
                 raise TransportError(
-                    f"{endpoint} request failed: {why}", endpoint=endpoint
+                    f"{endpoint} request failed: {err}", endpoint=endpoint
                 ) from None
         status = resp.status
         body = resp.body
