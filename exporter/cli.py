@@ -9,12 +9,13 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import importlib.metadata
 import logging
 import os
 import platform
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -110,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="number of replicas splitting the services",
     )
+    p.add_argument(
+        "--event-loop",
+        dest="event_loop",
+        default="auto",
+        choices=("auto", "asyncio", "uvloop"),
+        help="auto: uvloop when it is installed (the [uvloop] extra), else asyncio's own",
+    )
     p.add_argument("--version", action="store_true", help="print the version and exit")
     return p
 
@@ -135,6 +143,7 @@ class Args:
     log_format: str
     demo: bool
     options: RunOptions
+    event_loop: str = "auto"
 
 
 def parse_args(argv: Sequence[str]) -> Args | None:
@@ -159,6 +168,7 @@ def parse_args(argv: Sequence[str]) -> Args | None:
         log_level=ns.log_level,
         log_format=ns.log_format,
         demo=ns.demo,
+        event_loop=ns.event_loop,
         options=RunOptions(
             telemetry_path=ns.telemetry_path,
             shard=ns.shard,
@@ -166,6 +176,22 @@ def parse_args(argv: Sequence[str]) -> Args | None:
             enable_lifecycle=ns.enable_lifecycle,
         ),
     )
+
+
+def event_loop_factory(choice: str) -> tuple[Callable[[], asyncio.AbstractEventLoop] | None, str]:
+    """The loop factory for `--event-loop` (None: asyncio's default) and its name, for the log."""
+    if choice == "asyncio":
+        return None, "asyncio"
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise UsageError(
+                "--event-loop=uvloop: uvloop is not installed"
+                " (pip install 'modelarts-exporter[uvloop]')"
+            ) from None
+        return None, "asyncio"
+    return uvloop.new_event_loop, f"uvloop {importlib.metadata.version('uvloop')}"
 
 
 def demo_config(endpoint: str, project_id: str) -> Config:
@@ -289,6 +315,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args is None:
         print(f"modelarts-exporter {__version__} (python {platform.python_version()})")
         return 0
+    try:
+        loop_factory, loop_name = event_loop_factory(args.event_loop)
+    except UsageError as err:
+        print(f"modelarts-exporter: {err}", file=sys.stderr)
+        return 1
     setup_logging(args.log_level, args.log_format)
     config: Config | None = None
     web_cfg: webconfig.WebConfig | None = None
@@ -309,7 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.config_file}: configuration is valid", file=sys.stderr)
         return 0
     tune_gc()
+    log.info("starting", extra={"version": __version__, "event_loop": loop_name})
     try:
-        return asyncio.run(_serve(args, config, web_cfg))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(_serve(args, config, web_cfg))
     except KeyboardInterrupt:
         return 0

@@ -124,7 +124,12 @@ def test_missing_config_file_exits_1(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "flags",
-    [["--shard=2", "--total-shards=2"], ["--web.listen-address=nonsense"], ["--log.level=loud"]],
+    [
+        ["--shard=2", "--total-shards=2"],
+        ["--web.listen-address=nonsense"],
+        ["--log.level=loud"],
+        ["--event-loop=trio"],
+    ],
 )
 def test_bad_flags_exit_1(flags: list[str]) -> None:
     result = run("--demo", *flags)
@@ -145,7 +150,8 @@ def test_port_in_use_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_json_logs_and_telemetry_path(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_json_logs_and_telemetry_path(tmp_path: Path, loop: str) -> None:
     import json
     import signal
     import time
@@ -163,6 +169,7 @@ def test_json_logs_and_telemetry_path(tmp_path: Path) -> None:
             "--log.format=json",
             f"--web.listen-address=127.0.0.1:{port}",
             "--web.telemetry-path=/custom",
+            f"--event-loop={loop}",
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -187,4 +194,6 @@ def test_json_logs_and_telemetry_path(tmp_path: Path) -> None:
     assert proc.returncode == 0
     lines = [json.loads(line) for line in err.decode().splitlines() if line.strip()]
     assert any(entry["msg"] == "listening" for entry in lines)
+    # the whole demo (simulator, polling over loopback, /metrics) ran on the chosen loop
+    assert [e["event_loop"].split()[0] for e in lines if e["msg"] == "starting"] == [loop]
     assert all({"ts", "level", "msg"} <= set(entry) for entry in lines)

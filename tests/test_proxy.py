@@ -21,6 +21,22 @@ from tests.harness import exposed, manual_poller, pick, sim_config
         ("https://modelarts.x.com", {"https": "http://p:1", "no": ".x.com"}, None),
         ("https://modelarts.x.com", {"https": "http://p:1", "no": "y.com, *"}, None),
         ("https://modelarts.x.com", {"https": "http://p:1", "no": "odelarts.x.com"}, "http://p:1"),
+        # CIDR blocks and addresses cover IP hosts (requests, curl 7.86+); names never match them
+        ("http://10.1.2.3:8080", {"http": "http://p:1", "no": "10.0.0.0/8"}, None),
+        ("http://10.1.2.3:8080", {"http": "http://p:1", "no": "10.1.2.3"}, None),
+        ("http://11.1.2.3:8080", {"http": "http://p:1", "no": "10.0.0.0/8"}, "http://p:1"),
+        ("http://[::1]:8080", {"http": "http://p:1", "no": "::1"}, None),
+        ("http://[fd00::5]:80", {"http": "http://p:1", "no": "fd00::/8"}, None),
+        ("https://modelarts.x.com", {"https": "http://p:1", "no": "10.0.0.0/8"}, "http://p:1"),
+        # host:port covers that port only (requests, urllib); the scheme's default port counts
+        ("https://modelarts.x.com", {"https": "http://p:1", "no": "x.com:443"}, None),
+        ("https://modelarts.x.com:8443", {"https": "http://p:1", "no": "x.com:443"}, "http://p:1"),
+        ("http://127.0.0.1:9000", {"http": "http://p:1", "no": "127.0.0.1:9000"}, None),
+        ("http://[::1]:9000", {"http": "http://p:1", "no": "[::1]:9000"}, None),
+        ("http://[::1]:9001", {"http": "http://p:1", "no": "[::1]:9000"}, "http://p:1"),
+        # ALL_PROXY when the scheme has none (curl, requests)
+        ("https://modelarts.x.com", {"all": "http://p:2"}, "http://p:2"),
+        ("https://modelarts.x.com", {"all": "http://p:2", "https": "http://p:1"}, "http://p:1"),
     ],
 )
 def test_proxy_choice(url: str, env: dict[str, str], expected: str | None) -> None:

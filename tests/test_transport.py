@@ -622,3 +622,43 @@ def test_a_gzip_bomb_stops_at_the_cap() -> None:
     assert len(bomb) < 100_000
     with pytest.raises(HttpFailure, match="decompressed body too large"):
         decode("gzip", bomb, limit=8 << 20)
+
+
+# -- under uvloop -------------------------------------------------------------------------------
+
+
+def test_tls_proxies_timeouts_and_refusals_hold_under_uvloop(ca: trustme.CA) -> None:
+    # The own client could not run under uvloop (it asserted asyncio's transport class).
+    uvloop = pytest.importorskip("uvloop")
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+
+    async def scenario() -> list[str]:
+        seen: list[str] = []
+        async with (
+            aiohttp_server(echo_app([]), server_context(ca)) as url,
+            connect_proxy() as (proxy, log),
+            client(trusting) as http,
+        ):
+            resp = await http.request(origin_for(url, proxy), "GET", "/echo?u=1", {}, timeout=5)
+            seen.append(resp.body.decode()[:8])
+            seen.append(log.heads[0].split(b" ", 1)[0].decode())
+        truncated = ok(GZ[:-6], "Content-Encoding: gzip")
+        async with scripted_with(answering(truncated, then_close=True)) as srv, client() as http:
+            with pytest.raises(HttpFailure, match="gzip body truncated"):
+                await get(http, srv.url)
+            seen.append("truncated refused")
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            await reader.read()
+
+        async with scripted(silent) as srv, client() as http:
+            with pytest.raises(HttpFailure, match=r"timed out after 0\.2 s"):
+                await get(http, srv.url, timeout=0.2)
+            seen.append(type(asyncio.get_running_loop()).__module__.split(".")[0])
+        return seen
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        seen = runner.run(scenario())
+    assert seen == ["/echo?u=", "CONNECT", "truncated refused", "uvloop"]
