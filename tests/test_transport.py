@@ -445,43 +445,43 @@ GZ = gzip.compress(b'{"services": []}')
 @pytest.mark.parametrize(
     ("response", "message"),
     [
-        (b"HTTP/2 200 OK\r\n\r\n", "malformed response"),
-        (b"HTTP/1.1 2x0 OK\r\n\r\n", "malformed response"),
-        ("HTTP/1.1 2²0 OK\r\nContent-Length: 0\r\n\r\n".encode(), "malformed response"),
-        (b"HTTP/1.1 2000 OK\r\n\r\n", "malformed response"),
-        (b"HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 0\r\n\r\n", "malformed response"),
-        (b"HTTP/1.1 200 OK\r\nno colon here\r\nContent-Length: 0\r\n\r\n", "malformed response"),
+        (b"HTTP/2 200 OK\r\n\r\n", "invalid HTTP response"),
+        (b"HTTP/1.1 2x0 OK\r\n\r\n", "invalid HTTP response"),
+        ("HTTP/1.1 2²0 OK\r\nContent-Length: 0\r\n\r\n".encode(), "invalid HTTP response"),
+        (b"HTTP/1.1 2000 OK\r\n\r\n", "invalid HTTP response"),
+        (b"HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 0\r\n\r\n", "invalid HTTP response"),
+        (b"HTTP/1.1 200 OK\r\nno colon here\r\nContent-Length: 0\r\n\r\n", "invalid HTTP response"),
         (
             b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\ncontent-length: 4\r\n\r\nabcd",
-            "malformed response",
+            "invalid HTTP response",
         ),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n", "malformed response"),
-        ("HTTP/1.1 200 OK\r\nContent-Length: ²\r\n\r\nab".encode(), "malformed response"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n", "invalid HTTP response"),
+        ("HTTP/1.1 200 OK\r\nContent-Length: ²\r\n\r\nab".encode(), "invalid HTTP response"),
         (
             b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc",
-            "malformed response",
+            "invalid HTTP response",
         ),
         # a bare LF inside a CRLF head: refused, whichever way it would have framed the body
-        (b"HTTP/1.1 200 OK\r\nX-Note: a\nContent-Length: 3\r\n\r\nabcdef", "malformed response"),
+        (b"HTTP/1.1 200 OK\r\nX-Note: a\nContent-Length: 3\r\n\r\nabcdef", "invalid HTTP response"),
         (
             b"HTTP/1.1 200 OK\r\nContent-Length: 6\nTransfer-Encoding: chunked\r\n\r\n"
             b"3\r\nabc\r\n0\r\n\r\n",
-            "malformed response",
+            "invalid HTTP response",
         ),
-        (chunked(b"zz\r\n"), r"malformed response \(Invalid character in chunk size\)"),
+        (chunked(b"zz\r\n"), r"invalid HTTP response \(Invalid character in chunk size\)"),
         (
             chunked(b"0x3\r\nabc\r\n0\r\n\r\n"),
-            r"malformed response \(Invalid character in chunk size\)",
+            r"invalid HTTP response \(Invalid character in chunk size\)",
         ),
         (
             chunked(b"+3\r\nabc\r\n0\r\n\r\n"),
-            r"malformed response \(Invalid character in chunk size\)",
+            r"invalid HTTP response \(Invalid character in chunk size\)",
         ),
         (
             chunked(b"1_0\r\n0123456789abcdef\r\n0\r\n\r\n"),
-            r"malformed response \(Invalid character in chunk size\)",
+            r"invalid HTTP response \(Invalid character in chunk size\)",
         ),
-        (chunked(b"3\r\nabcX\r\n"), r"malformed response \(Expected LF after chunk data\)"),
+        (chunked(b"3\r\nabcX\r\n"), r"invalid HTTP response \(Expected LF after chunk data\)"),
         (
             chunked(b"%x\r\n" % len(GZ), GZ, b"\r\n0\r\n\r\n").replace(
                 b"chunked", b"gzip, chunked", 1
@@ -491,7 +491,10 @@ GZ = gzip.compress(b'{"services": []}')
         (ok(b"not gzip", "Content-Encoding: gzip"), "does not decompress"),
         (ok(GZ[:-6], "Content-Encoding: gzip"), "gzip body truncated"),
         (ok(b"x", "Content-Encoding: br"), "unsupported content encoding"),
-        (b"HTTP/1.1 200 OK\r\nX: " + b"a" * (MAX_HEAD_LINE + 10) + b"\r\n\r\n", "malformed"),
+        (
+            b"HTTP/1.1 200 OK\r\nX: " + b"a" * (MAX_HEAD_LINE + 10) + b"\r\n\r\n",
+            "invalid HTTP response",
+        ),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 999999999999\r\n\r\n", "too large"),
     ],
 )

@@ -258,10 +258,10 @@ def describe(err: BaseException) -> str:
         return "connection closed before the response was complete"
     if isinstance(err, aiohttp.ClientPayloadError):
         cause = err.__cause__ or err.__context__
-        detail = _message(cause) if cause is not None else ""
+        detail = _message(cause).translate(_NO_PARENS) if cause is not None else ""
         return "response body incomplete or malformed" + (f" ({detail})" if detail else "")
     if isinstance(err, aiohttp.ClientResponseError):
-        return f"malformed response ({_message(err)})"
+        return f"invalid HTTP response ({_message(err)})"
     if isinstance(err, ssl.SSLError):
         return "TLS error"
     if isinstance(err, OSError):
@@ -283,6 +283,9 @@ def _message(err: BaseException) -> str:
     """The first clause of a parser's message: the bytes it quotes after it are the peer's."""
     text = str(getattr(err, "message", "") or err)
     return _short(text.split("\n", 1)[0].split(":", 1)[0].strip("'\" ")) or type(err).__name__
+
+
+_NO_PARENS = str.maketrans("", "", "()")
 
 
 def _short(text: str) -> str:
