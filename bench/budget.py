@@ -38,6 +38,7 @@ from typing import Any
 import aiohttp
 
 from bench import procs
+from bench.measure import _profile
 from bench.run import _commit, _cpu_model
 from exporter.simulator import DEFAULT_PROJECT_ID
 from exporter.simulator.faults import MODELARTS_ENDPOINTS
@@ -204,7 +205,9 @@ def _defaults(interval: str = "30s", budget: float = 10.0) -> dict[str, str]:
 # -- steady state at scale ---------------------------------------------------------------------
 
 
-async def steady(workdir: Path, services: int, budget: float, window_cycles: int) -> dict[str, Any]:
+async def steady(
+    workdir: Path, services: int, budget: float, window_cycles: int, profile: Path | None = None
+) -> dict[str, Any]:
     """Default intervals (30 s cycle, 5 m details and events, 10 m logs), monitor off; a budget
     large enough for the first read of the whole fleet; a service changes every 6 h on average."""
     run = Run(
@@ -237,6 +240,10 @@ async def steady(workdir: Path, services: int, budget: float, window_cycles: int
         await asyncio.sleep(interval / 2)
         c0, s0 = await run.cycles(), _calls(await run.sim("/_bench/stats"))
         cpu0, t0 = procs.cpu_seconds(run.exporter.pid), time.monotonic()
+        if profile is not None:
+            run.children.append(
+                await _profile(run.exporter.pid, window_cycles * interval, profile, gil=False)
+            )
         await asyncio.sleep(window_cycles * interval)
         c1, s1 = await run.cycles(), _calls(await run.sim("/_bench/stats"))
         cpu1, t1 = procs.cpu_seconds(run.exporter.pid), time.monotonic()
@@ -678,7 +685,7 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     if "steady" in args.scenarios:
         # alone: its CPU figure must not share the machine with the others
         results["steady"] = await steady(
-            work, args.services, args.steady_budget, args.window_cycles
+            work, args.services, args.steady_budget, args.window_cycles, args.profile
         )
     jobs: dict[str, Callable[[], Awaitable[Any]]] = {}
     if "quota" in args.scenarios:
@@ -716,6 +723,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--services", type=int, default=5000, help="steady scenario's fleet")
     p.add_argument("--steady-budget", type=float, default=200.0)
     p.add_argument("--window-cycles", type=int, default=11, help="covers events_interval")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy (raw stacks) on the steady exporter during the window, written here "
+        "(perturbs its CPU figure); read with python -m bench.profile_summary",
+    )
     p.add_argument("--quota-services", type=int, default=600)
     p.add_argument("--quota-v2", type=int, default=150)
     p.add_argument("--quota-seconds", type=float, default=420.0)

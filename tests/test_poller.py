@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from exporter.modelarts.errors import ApiError, AuthError, NotFoundError, TransportError
 from exporter.modelarts.models import (
@@ -20,7 +22,14 @@ from exporter.modelarts.models import (
     UpdateRecord,
 )
 from exporter.polling.events import EventTotals
-from exporter.polling.poller import DiscoveryRule, Poller, PollSettings, ProjectPlan, phase_of
+from exporter.polling.poller import (
+    DiscoveryRule,
+    Poller,
+    PollSettings,
+    ProjectPlan,
+    _merge,
+    phase_of,
+)
 from exporter.polling.sources import EventState
 
 PROJECT = "p0"
@@ -374,3 +383,50 @@ def test_safety_net_phases_are_stable_and_spread() -> None:
     assert phase_of("svc-1", "details") == phases[1]
     assert all(0 <= p < 1 for p in phases)
     assert 80 <= sum(1 for p in phases if p < 0.1) <= 120
+
+
+@given(
+    status=st.sampled_from(["", "running", "stopped", "concerning"]),
+    calls=st.one_of(st.none(), st.floats(0, 1e12, allow_nan=False)),
+    failed=st.one_of(st.none(), st.floats(0, 1e9, allow_nan=False)),
+    transition=st.one_of(st.none(), st.integers(0, 2**45).map(float)),
+    owner=st.sampled_from(["", "alice", "bob"]),
+    generation=st.sampled_from(["v1", "v2"]),
+)
+def test_merge_overlays_the_row_exactly_as_replace_would(
+    *,
+    status: str,
+    calls: float | None,
+    failed: float | None,
+    transition: float | None,
+    owner: str,
+    generation: str,
+) -> None:
+    """_merge builds the merged details without dataclasses.replace (it runs for most of a
+    fleet every cycle): the result must be what replace gives, and the details themselves when
+    the row adds nothing."""
+    details = ServiceDetails(
+        "svc-1", "name", "real-time", "ws", "cl", "pool", "bob", "running", 100.0, 5.0, 1.0,
+        1.0e12, 2.0e12, 3.0e12, None, (), generation,
+    )  # fmt: skip
+    row = ServiceSummary(
+        "svc-1", "name", "real-time", status, generation=generation, invocation_times=calls,
+        failed_times=failed, transition_at=transition, owner=owner,
+    )  # fmt: skip
+    merged = _merge(details, row)
+    expected: dict[str, object] = {"status": status or details.status}
+    if generation == "v2":
+        if owner:
+            expected["owner"] = owner
+    else:
+        for name, value in (
+            ("invocation_times", calls),
+            ("failed_times", failed),
+            ("transition_at", transition),
+        ):
+            if value is not None:
+                expected[name] = value
+    assert merged == replace(details, **expected)  # type: ignore[arg-type]
+    assert hash(merged) == hash(replace(details, **expected))  # type: ignore[arg-type]
+    if merged == details:
+        assert merged is details

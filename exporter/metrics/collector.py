@@ -20,10 +20,13 @@ from exporter.modelarts.models import ModelUsage, MonitorReading, ServiceDetails
 from exporter.polling.events import EventTotals, UpdateTotals
 from exporter.polling.snapshot import EndpointState, ServiceSnapshot, Snapshot
 
+# The families that change at every cycle for most services (the list's counters, the time of
+# the last success) come last: the gzip cache checksums the body only from its first change on.
+_VOLATILE = (cat.SERVICE_INVOCATIONS, cat.SERVICE_FAILURES, cat.LAST_SUCCESS_TS)
 FAMILIES: tuple[MetricSpec, ...] = (
-    *cat.SERVICE_METRICS,
+    *(spec for spec in cat.SERVICE_METRICS if spec not in _VOLATILE),
     cat.COLLECT_SUCCESS,
-    cat.LAST_SUCCESS_TS,
+    *_VOLATILE,
 )
 _INDEX = {spec.name: i for i, spec in enumerate(FAMILIES)}
 _N = len(FAMILIES)
@@ -130,22 +133,39 @@ def _static_key(d: ServiceDetails) -> Hashable:
     )
 
 
-def _dynamic_details(base: str, d: ServiceDetails) -> Block:
-    """Counters and timestamps: a few lines, re-rendered with every new details object."""
-    out = _Lines(base)
-    out.add(cat.SERVICE_PROGRESS, (d.progress or 0.0) / 100.0)
-    if d.invocation_times is not None:
-        out.add(cat.SERVICE_INVOCATIONS, d.invocation_times)
-    if d.failed_times is not None:
-        out.add(cat.SERVICE_FAILURES, d.failed_times)
-    for spec, ms in (
-        (cat.CONFIG_UPDATED_TS, d.update_time),
-        (cat.STATUS_CHANGED_TS, d.transition_at),
-        (cat.AUTO_STOP_TS, d.due_time),
-    ):
-        if ms is not None:
-            out.add(spec, ms / 1000.0)
-    return out.block()
+_DYNAMIC = tuple(
+    (_INDEX[spec.name], spec.name)
+    for spec in (
+        cat.SERVICE_PROGRESS,
+        cat.SERVICE_INVOCATIONS,
+        cat.SERVICE_FAILURES,
+        cat.CONFIG_UPDATED_TS,
+        cat.STATUS_CHANGED_TS,
+        cat.AUTO_STOP_TS,
+    )
+)
+
+
+def _dynamic_details(heads: list[str], d: ServiceDetails) -> Block:
+    """Counters and timestamps, one line each: re-rendered with every new details object (the
+    list's counters move at every cycle), so the start of each line is kept per service."""
+    values = (
+        (d.progress or 0.0) / 100.0,
+        d.invocation_times,
+        d.failed_times,
+        None if d.update_time is None else d.update_time / 1000.0,
+        None if d.transition_at is None else d.transition_at / 1000.0,
+        None if d.due_time is None else d.due_time / 1000.0,
+    )
+    return {
+        index: f"{head}{_num(value)}\n".encode()
+        for (index, _), head, value in zip(_DYNAMIC, heads, values, strict=True)
+        if value is not None
+    }
+
+
+def _dynamic_heads(base: str) -> list[str]:
+    return [f"{name}{{{base}}} " for _, name in _DYNAMIC]
 
 
 def _events(base: str, ev: EventTotals) -> Block:
@@ -225,19 +245,30 @@ def _updates(base: str, up: UpdateTotals) -> Block:
     return out.block()
 
 
-def _collect(svc: ServiceSnapshot) -> Block:
-    own = _labels((("project_id", svc.project_id), ("service_id", svc.service_id)))
+_SUCCESS = _INDEX[cat.COLLECT_SUCCESS.name]
+_LAST = _INDEX[cat.LAST_SUCCESS_TS.name]
+
+
+def _collect_prefixes(svc: ServiceSnapshot, endpoint: str) -> tuple[str, str]:
+    labels = _labels(
+        (("project_id", svc.project_id), ("service_id", svc.service_id), ("endpoint", endpoint))
+    )
+    return f"{cat.COLLECT_SUCCESS.name}{{{labels}}} ", f"{cat.LAST_SUCCESS_TS.name}{{{labels}}} "
+
+
+def _collect(svc: ServiceSnapshot, prefixes: dict[str, tuple[str, str]]) -> Block:
+    """Re-rendered at every cycle for every listed service (the time of its last success
+    moves): the label part of each line is kept per service and endpoint."""
     success: list[str] = []
     last: list[str] = []
     for endpoint, state in sorted(svc.collect.items()):
-        labels = f'{own},endpoint="{_escape(endpoint)}"'
-        success.append(f"{cat.COLLECT_SUCCESS.name}{{{labels}}} {1 if state.success else 0}\n")
+        pair = prefixes.get(endpoint)
+        if pair is None:
+            pair = prefixes[endpoint] = _collect_prefixes(svc, endpoint)
+        success.append(f"{pair[0]}{1 if state.success else 0}\n")
         if state.last_success is not None:
-            last.append(f"{cat.LAST_SUCCESS_TS.name}{{{labels}}} {_num(state.last_success)}\n")
-    return {
-        _INDEX[cat.COLLECT_SUCCESS.name]: "".join(success).encode(),
-        _INDEX[cat.LAST_SUCCESS_TS.name]: "".join(last).encode(),
-    }
+            last.append(f"{pair[1]}{_num(state.last_success)}\n")
+    return {_SUCCESS: "".join(success).encode(), _LAST: "".join(last).encode()}
 
 
 class _ServiceCache:
@@ -249,7 +280,9 @@ class _ServiceCache:
         "collect",
         "dynamic",
         "events",
+        "heads",
         "monitor",
+        "prefixes",
         "static",
         "updates",
     )
@@ -266,6 +299,8 @@ class _ServiceCache:
         self.updates: tuple[UpdateTotals, Block] | None = None
         self.monitor: tuple[MonitorReading, Block] | None = None
         self.collect: tuple[tuple[tuple[str, EndpointState], ...], Block] | None = None
+        self.heads: list[str] = []  # the dynamic block's line starts
+        self.prefixes: dict[str, tuple[str, str]] = {}  # endpoint -> its collect line starts
 
 
 K = TypeVar("K")
@@ -300,7 +335,10 @@ class ServiceRenderer:
         d = svc.details
         if d is not None:
             static = _cached(cache.static, _static_key(d), lambda: _static_details(base, d))
-            dynamic = _cached(cache.dynamic, d, lambda: _dynamic_details(base, d))
+            if not cache.heads:
+                cache.heads = _dynamic_heads(base)
+            heads = cache.heads
+            dynamic = _cached(cache.dynamic, d, lambda: _dynamic_details(heads, d))
             cache.static, cache.dynamic = static, dynamic
             blocks += [static[1], dynamic[1]]
         ev = svc.events
@@ -318,7 +356,9 @@ class ServiceRenderer:
             monitor = _cached(cache.monitor, mon, lambda: _monitor(base, mon))
             cache.monitor = monitor
             blocks.append(monitor[1])
-        collect = _cached(cache.collect, tuple(svc.collect.items()), lambda: _collect(svc))
+        collect = _cached(
+            cache.collect, tuple(svc.collect.items()), lambda: _collect(svc, cache.prefixes)
+        )
         cache.collect = collect
         blocks.append(collect[1])
         return blocks
@@ -385,25 +425,35 @@ class _DeflateCache:
         self._compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
         self._keys: list[list[tuple[bytes, ...]]] = []  # per family, per run: its chunks
         self._spans: list[list[tuple[int, int]]] = []  # where each run's output is in `data`
+        # per family, per run: the CRC-32 and size of the text up to the run's end, so that an
+        # unchanged start of the body is not checksummed again (the volatile families are last)
+        self._sums: list[list[tuple[int, int]]] = []
         self.data: bytes = _GZIP_HEADER
         self.crc = 0
         self.size = 0
         self.runs = self.compressed = 0  # of the last update: runs in all, runs compressed
+        self.checksummed = 0  # of the last update: bytes of text run through CRC-32
 
     def update(self, families: Sequence[Sequence[bytes]]) -> None:
         # Runs are counted within a family, so a service gaining or losing a line in one family
         # moves the run boundaries of that family only.
-        old_keys, old_spans, old = self._keys, self._spans, memoryview(self.data)
+        old_keys, old_spans, old_sums = self._keys, self._spans, self._sums
+        old = memoryview(self.data)
         keys: list[list[tuple[bytes, ...]]] = []
         spans: list[list[tuple[int, int]]] = []
+        sums: list[list[tuple[int, int]]] = []
         pieces: list[bytes | memoryview] = [_GZIP_HEADER]
         offset = len(_GZIP_HEADER)
         compressor = self._compressor
         step = self.SEGMENT
-        runs = compressed = crc = size = 0
+        runs = compressed = crc = size = checksummed = 0
+        # True while the text so far is byte for byte the previous update's (the same runs in
+        # the same places): the CRC-32 and size at the end of each run are then the ones kept.
+        same = True
         for f, chunks in enumerate(families):
             family_keys: list[tuple[bytes, ...]] = []
             family_spans: list[tuple[int, int]] = []
+            family_sums: list[tuple[int, int]] = []
             previous_keys = old_keys[f] if f < len(old_keys) else []
             for n, start in enumerate(range(0, len(chunks), step)):
                 key = tuple(chunks[start : start + step])
@@ -411,25 +461,39 @@ class _DeflateCache:
                 if n < len(previous_keys) and previous_keys[n] == key:
                     begin, end = old_spans[f][n]
                     piece = old[begin:end]
+                    if same:
+                        crc, size = old_sums[f][n]
+                    else:
+                        for chunk in key:
+                            crc = zlib.crc32(chunk, crc)
+                            size += len(chunk)
+                            checksummed += len(chunk)
                 else:
-                    piece = compressor.compress(b"".join(key))
+                    text = b"".join(key)
+                    piece = compressor.compress(text)
                     piece += compressor.flush(zlib.Z_FULL_FLUSH)
                     compressed += 1
+                    same = False
+                    crc = zlib.crc32(text, crc)
+                    size += len(text)
+                    checksummed += len(text)
                 family_keys.append(key)
                 family_spans.append((offset, offset + len(piece)))
+                family_sums.append((crc, size))
                 pieces.append(piece)
                 offset += len(piece)
+            if len(family_keys) != len(previous_keys):
+                same = False  # runs dropped at the end of this family: what follows moved
             runs += len(family_keys)
             keys.append(family_keys)
             spans.append(family_spans)
-            for chunk in chunks:
-                crc = zlib.crc32(chunk, crc)
-                size += len(chunk)
+            sums.append(family_sums)
         data = b"".join(pieces)
         del pieces
         old.release()
-        self._keys, self._spans, self.data, self.crc, self.size = keys, spans, data, crc, size
-        self.runs, self.compressed = runs, compressed
+        self._keys, self._spans, self._sums = keys, spans, sums
+        self.data, self.crc, self.size = data, crc, size
+        self.runs, self.compressed, self.checksummed = runs, compressed, checksummed
 
 
 # A gzip member header: deflate, no name, no mtime (reproducible bodies), unknown OS.
