@@ -232,9 +232,6 @@ async def _demo_simulator() -> AsyncIterator[Config]:
         yield demo_config(url, DEFAULT_PROJECT_ID)
 
 
-GC_YOUNG_THRESHOLD = 50_000
-
-
 def tune_gc() -> None:
     """Make full garbage collections rare: every cycle allocates (and frees) hundreds of
     thousands of small objects, and a full pass over the long-lived state, which holds no
