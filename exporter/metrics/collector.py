@@ -330,13 +330,12 @@ class ServiceRenderer:
                     ("service_name", base_key[2]),
                 )
             )
+            cache.heads = _dynamic_heads(cache.base)
         base = cache.base
         blocks: list[Block] = []
         d = svc.details
         if d is not None:
             static = _cached(cache.static, _static_key(d), lambda: _static_details(base, d))
-            if not cache.heads:
-                cache.heads = _dynamic_heads(base)
             heads = cache.heads
             dynamic = _cached(cache.dynamic, d, lambda: _dynamic_details(heads, d))
             cache.static, cache.dynamic = static, dynamic
