@@ -360,7 +360,8 @@ async def test_each_hostile_answer_is_one_failed_poll_and_the_next_is_fine(tmp_p
                 growth = peak - rss_steady
                 ok = ok and growth < RSS_BOUND_MB
                 figures.append(
-                    f"  {name:36} {'ok  ' if ok else 'FAIL'} failed polls {failed:.0f}, "
+                    f"  {name:36} {'ok  ' if ok else 'FAIL'} failed polls {len(logged)} "
+                    f"({failed:.0f} as a request error), "
                     f"RSS {growth:+5.1f} MB, next good poll after {recovery:4.1f} s: "
                     f"{got or 'a good poll'}"
                 )
