@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import shutil
 import subprocess
@@ -211,7 +212,15 @@ def test_promtool_accepts_the_full_exposition() -> None:
     assert result.stdout.strip() == b"" and result.stderr.strip() == b"", result.stderr
 
 
-@settings(max_examples=60, deadline=None)
+_ENDPOINT_STATES = (
+    EndpointState(True, 1_700_000_500.0),
+    EndpointState(True, 1_700_000_530.0),
+    EndpointState(False, 1_700_000_500.0),
+    EndpointState(False, None),
+)
+
+
+@settings(max_examples=80, deadline=None)
 @given(
     st.lists(
         st.lists(
@@ -220,28 +229,45 @@ def test_promtool_accepts_the_full_exposition() -> None:
                 st.sampled_from(["running", "failed", "weird"]),
                 st.integers(0, 3),
                 st.booleans(),
+                # per endpoint: absent, or one of the states above (a fresh object each time)
+                st.dictionaries(
+                    st.sampled_from(["details", "events", "logs"]),
+                    st.integers(0, len(_ENDPOINT_STATES) - 1),
+                ),
+                st.sampled_from([None, 0.0, 1_800_000_000_000.0]),  # due_time
+                st.booleans(),  # details present
             ),
             max_size=3,
             unique_by=lambda t: t[0],
         ),
         min_size=1,
-        max_size=5,
+        max_size=6,
     )
 )
 def test_cached_render_always_equals_a_fresh_render(
-    rounds: list[list[tuple[str, str, int, bool]]],
+    rounds: list[list[tuple[str, str, int, bool, dict[str, int], float | None, bool]]],
 ) -> None:
     renderer = ServiceRenderer()
     for round_ in rounds:
         snap = Snapshot(
             services=tuple(
                 service(
-                    details(service_id=sid, status=status, invocation_times=float(calls)),
+                    details=details(
+                        service_id=sid, status=status, invocation_times=float(calls), due_time=due
+                    )
+                    if has_details
+                    else None,
                     service_id=sid,
-                    service_name=f"name-{calls}",
+                    service_name=f"name-{calls % 2}",
                     events=EventTotals({("normal", "deploy"): calls}, {}) if has_events else None,
+                    collect=MappingProxyType(
+                        {
+                            endpoint: dataclasses.replace(_ENDPOINT_STATES[n])
+                            for endpoint, n in states.items()
+                        }
+                    ),
                 )
-                for sid, status, calls, has_events in round_
+                for sid, status, calls, has_events, states, due, has_details in round_
             )
         )
         assert renderer.render(snap) == ServiceRenderer().render(snap)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from typing import TypeVar
 
 from exporter.metrics import catalogue as cat
 from exporter.metrics.catalogue import MetricSpec
@@ -144,12 +143,18 @@ _DYNAMIC = tuple(
         cat.AUTO_STOP_TS,
     )
 )
+_DYNAMIC_INDEXES = tuple(index for index, _ in _DYNAMIC)
+
+# A block as the collector keeps it: (family index, its lines) pairs, empty lines left out.
+Chunks = tuple[tuple[int, bytes], ...]
 
 
-def _dynamic_details(heads: list[str], d: ServiceDetails) -> Block:
-    """Counters and timestamps, one line each: re-rendered with every new details object (the
-    list's counters move at every cycle), so the start of each line is kept per service."""
-    values = (
+def _chunks(block: Block) -> Chunks:
+    return tuple((i, chunk) for i, chunk in block.items() if chunk)
+
+
+def _dynamic_values(d: ServiceDetails) -> tuple[float | None, ...]:
+    return (
         (d.progress or 0.0) / 100.0,
         d.invocation_times,
         d.failed_times,
@@ -157,11 +162,28 @@ def _dynamic_details(heads: list[str], d: ServiceDetails) -> Block:
         None if d.transition_at is None else d.transition_at / 1000.0,
         None if d.due_time is None else d.due_time / 1000.0,
     )
-    return {
-        index: f"{head}{_num(value)}\n".encode()
-        for (index, _), head, value in zip(_DYNAMIC, heads, values, strict=True)
-        if value is not None
-    }
+
+
+def _dynamic_details(
+    heads: Sequence[str],
+    values: Sequence[float | None],
+    old_values: Sequence[float | None],
+    old_lines: Sequence[bytes],
+) -> tuple[list[bytes], Chunks]:
+    """Counters and timestamps, one line each: the list's counters move at every cycle, so a
+    line is re-rendered only when its own value moved (the start of each line is kept per
+    service). Returns every line (b"" for a value that is None) and the block."""
+    lines = [
+        old_lines[n]
+        if old_values and value == old_values[n]
+        else b""
+        if value is None
+        else f"{heads[n]}{_num(value)}\n".encode()
+        for n, value in enumerate(values)
+    ]
+    return lines, tuple(
+        (index, line) for index, line in zip(_DYNAMIC_INDEXES, lines, strict=True) if line
+    )
 
 
 def _dynamic_heads(base: str) -> list[str]:
@@ -256,35 +278,68 @@ def _collect_prefixes(svc: ServiceSnapshot, endpoint: str) -> tuple[str, str]:
     return f"{cat.COLLECT_SUCCESS.name}{{{labels}}} ", f"{cat.LAST_SUCCESS_TS.name}{{{labels}}} "
 
 
-def _collect(svc: ServiceSnapshot, prefixes: dict[str, tuple[str, str]]) -> Block:
+def _collect(svc: ServiceSnapshot, cache: _ServiceCache) -> Chunks:
     """Re-rendered at every cycle for every listed service (the time of its last success
-    moves): the label part of each line is kept per service and endpoint."""
+    moves). The label part of each line is kept per service and endpoint, an endpoint's lines
+    are made again only when its state is a new object, and a family's chunk only when one of
+    its lines changed."""
+    lines = cache.endpoint_lines
     success: list[str] = []
     last: list[str] = []
     for endpoint, state in sorted(svc.collect.items()):
-        pair = prefixes.get(endpoint)
-        if pair is None:
-            pair = prefixes[endpoint] = _collect_prefixes(svc, endpoint)
-        success.append(f"{pair[0]}{1 if state.success else 0}\n")
-        if state.last_success is not None:
-            last.append(f"{pair[1]}{_num(state.last_success)}\n")
-    return {_SUCCESS: "".join(success).encode(), _LAST: "".join(last).encode()}
+        entry = lines.get(endpoint)
+        if entry is None or entry[0] is not state:
+            pair = cache.prefixes.get(endpoint)
+            if pair is None:
+                pair = cache.prefixes[endpoint] = _collect_prefixes(svc, endpoint)
+            last_line = ""
+            if state.last_success is not None:
+                last_line = f"{pair[1]}{_num(state.last_success)}\n"
+            entry = lines[endpoint] = (state, f"{pair[0]}{1 if state.success else 0}\n", last_line)
+        success.append(entry[1])
+        last.append(entry[2])
+    if len(lines) > len(success):  # endpoints no longer reported
+        for endpoint in set(lines) - set(svc.collect):
+            del lines[endpoint]
+    success_key, last_key = tuple(success), tuple(last)
+    if success_key != cache.success_key:
+        cache.success_key, cache.success = success_key, "".join(success_key).encode()
+    if last_key != cache.last_key:
+        cache.last_key, cache.last = last_key, "".join(last_key).encode()
+    return tuple(
+        (i, chunk) for i, chunk in ((_SUCCESS, cache.success), (_LAST, cache.last)) if chunk
+    )
+
+
+_UNSET: Hashable = object()  # equal to no static key
 
 
 class _ServiceCache:
-    """What was rendered for one service, block by block, with the inputs it came from."""
+    """What was rendered for one service, block by block, with the inputs it came from. Every
+    block is kept as (family index, lines) pairs."""
 
     __slots__ = (
         "base",
         "base_key",
-        "collect",
+        "details",
         "dynamic",
+        "endpoint_lines",
         "events",
+        "events_from",
         "heads",
+        "last",
+        "last_key",
+        "lines",
         "monitor",
+        "monitor_from",
         "prefixes",
         "static",
+        "static_key",
+        "success",
+        "success_key",
         "updates",
+        "updates_from",
+        "values",
     )
 
     def __init__(self) -> None:
@@ -293,23 +348,26 @@ class _ServiceCache:
     def reset(self) -> None:
         self.base_key: tuple[str, str, str] | None = None
         self.base = ""
-        self.static: tuple[Hashable, Block] | None = None
-        self.dynamic: tuple[ServiceDetails, Block] | None = None
-        self.events: tuple[EventTotals, Block] | None = None
-        self.updates: tuple[UpdateTotals, Block] | None = None
-        self.monitor: tuple[MonitorReading, Block] | None = None
-        self.collect: tuple[tuple[tuple[str, EndpointState], ...], Block] | None = None
         self.heads: list[str] = []  # the dynamic block's line starts
+        self.details: ServiceDetails | None = None  # what the static and dynamic blocks show
+        self.static_key: Hashable = _UNSET
+        self.static: Chunks = ()
+        self.values: tuple[float | None, ...] = ()  # the dynamic block's values
+        self.lines: list[bytes] = []  # the dynamic block's lines, one per value
+        self.dynamic: Chunks = ()
+        self.events_from: EventTotals | None = None
+        self.events: Chunks = ()
+        self.updates_from: UpdateTotals | None = None
+        self.updates: Chunks = ()
+        self.monitor_from: MonitorReading | None = None
+        self.monitor: Chunks = ()
         self.prefixes: dict[str, tuple[str, str]] = {}  # endpoint -> its collect line starts
-
-
-K = TypeVar("K")
-
-
-def _cached(entry: tuple[K, Block] | None, key: K, render: Callable[[], Block]) -> tuple[K, Block]:
-    if entry is not None and (entry[0] is key or entry[0] == key):
-        return entry
-    return key, render()
+        # endpoint -> (the state its lines show, its success line, its last-success line)
+        self.endpoint_lines: dict[str, tuple[EndpointState, str, str]] = {}
+        self.success_key: tuple[str, ...] = ()
+        self.success = b""
+        self.last_key: tuple[str, ...] = ()
+        self.last = b""
 
 
 class ServiceRenderer:
@@ -318,7 +376,7 @@ class ServiceRenderer:
     def __init__(self) -> None:
         self._cache: dict[tuple[str, str], _ServiceCache] = {}
 
-    def render_service(self, svc: ServiceSnapshot, cache: _ServiceCache) -> list[Block]:
+    def render_service(self, svc: ServiceSnapshot, cache: _ServiceCache) -> list[Chunks]:
         base_key = (svc.project_id, svc.service_id, svc.service_name)
         if cache.base_key != base_key:
             cache.reset()
@@ -332,34 +390,40 @@ class ServiceRenderer:
             )
             cache.heads = _dynamic_heads(cache.base)
         base = cache.base
-        blocks: list[Block] = []
+        blocks: list[Chunks] = []
         d = svc.details
         if d is not None:
-            static = _cached(cache.static, _static_key(d), lambda: _static_details(base, d))
-            heads = cache.heads
-            dynamic = _cached(cache.dynamic, d, lambda: _dynamic_details(heads, d))
-            cache.static, cache.dynamic = static, dynamic
-            blocks += [static[1], dynamic[1]]
+            if d is not cache.details:
+                static_key = _static_key(d)
+                if static_key != cache.static_key:
+                    cache.static_key, cache.static = static_key, _chunks(_static_details(base, d))
+                values = _dynamic_values(d)
+                if values != cache.values:
+                    cache.lines, cache.dynamic = _dynamic_details(
+                        cache.heads, values, cache.values, cache.lines
+                    )
+                    cache.values = values
+                cache.details = d
+            blocks += (cache.static, cache.dynamic)
         ev = svc.events
         if ev is not None:
-            events = _cached(cache.events, ev, lambda: _events(base, ev))
-            cache.events = events
-            blocks.append(events[1])
+            if ev is not cache.events_from and ev != cache.events_from:
+                cache.events = _chunks(_events(base, ev))
+            cache.events_from = ev
+            blocks.append(cache.events)
         up = svc.updates
         if up is not None:
-            updates = _cached(cache.updates, up, lambda: _updates(base, up))
-            cache.updates = updates
-            blocks.append(updates[1])
+            if up is not cache.updates_from and up != cache.updates_from:
+                cache.updates = _chunks(_updates(base, up))
+            cache.updates_from = up
+            blocks.append(cache.updates)
         mon = svc.monitor
         if mon is not None:
-            monitor = _cached(cache.monitor, mon, lambda: _monitor(base, mon))
-            cache.monitor = monitor
-            blocks.append(monitor[1])
-        collect = _cached(
-            cache.collect, tuple(svc.collect.items()), lambda: _collect(svc, cache.prefixes)
-        )
-        cache.collect = collect
-        blocks.append(collect[1])
+            if mon is not cache.monitor_from and mon != cache.monitor_from:
+                cache.monitor = _chunks(_monitor(base, mon))
+            cache.monitor_from = mon
+            blocks.append(cache.monitor)
+        blocks.append(_collect(svc, cache))
         return blocks
 
     def render(self, snapshot: Snapshot) -> bytes:
@@ -370,14 +434,15 @@ class ServiceRenderer:
         per service that has lines in it) that reference the cached blocks (no copy)."""
         caches: dict[tuple[str, str], _ServiceCache] = {}
         per_family: list[list[bytes]] = [[header] for header in _HEADERS]
+        appenders = [lines.append for lines in per_family]
+        old = self._cache
         for svc in snapshot.services:
             key = (svc.project_id, svc.service_id)
-            cache = self._cache.get(key) or _ServiceCache()
+            cache = old.get(key) or _ServiceCache()
             caches[key] = cache
             for block in self.render_service(svc, cache):
-                for i, chunk in block.items():
-                    if chunk:
-                        per_family[i].append(chunk)
+                for i, chunk in block:
+                    appenders[i](chunk)
         self._cache = caches  # services that left the snapshot are forgotten
         families = [lines for lines in per_family if len(lines) > 1]
         watched = cat.WATCHED_SERVICES
