@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+from unittest import mock
 
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from exporter.modelarts import models
 from exporter.modelarts.errors import MalformedResponseError
 from exporter.modelarts.models import (
     parse_details,
@@ -108,3 +113,65 @@ def test_service_page() -> None:
     assert page.services[0].status == "running"
     with pytest.raises(MalformedResponseError):
         parse_service_page({"total_count": 1, "services": [{"service_name": "no id"}]})
+
+
+_ROW_VALUES = st.one_of(
+    st.none(),
+    st.text(" \tRunig1.2e", max_size=6),
+    st.sampled_from(["", " Running ", "12", "x", "svc-1"]),
+    st.integers(-3, 2**53),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.lists(st.integers(), max_size=1),
+)
+_ROW_KEYS = (
+    "service_id",
+    "service_name",
+    "infer_type",
+    "status",
+    "transition_at",
+    "publish_at",
+    "operation_time",
+    "progress",
+    "invocation_times",
+    "failed_times",
+    "owner",
+    "workspace_id",
+)
+
+
+def _parse_or_error(row: object) -> object:
+    try:
+        page = models.parse_service_page({"total_count": 1, "services": [row]})
+    except MalformedResponseError as err:
+        return ("error", str(err))
+    return [(s, {k: type(v) for k, v in vars(s).items()}) for s in page.services]
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.dictionaries(st.sampled_from(_ROW_KEYS), _ROW_VALUES, max_size=3))
+@example({"status": " Running "})
+@example({"progress": 12.5, "owner": 7})
+@example({"service_id": ""})
+def test_list_rows_fast_path_equals_the_tolerant_parsers(row: dict[str, object]) -> None:
+    """The well-typed rows take a fast path: every row, typed or not, parses (or fails) as
+    the tolerant per-field parsers alone would have it, to the type of each field."""
+    base: dict[str, object] = {
+        "service_id": "s1",
+        "service_name": "n",
+        "infer_type": "real-time",
+        "status": "running",
+        "transition_at": 1_700_000_000_000,
+        "publish_at": 1_700_000_000_000,
+        "operation_time": 1_700_000_000_000,
+        "progress": 100,
+        "invocation_times": 5,
+        "failed_times": 0,
+        "owner": "u",
+        "workspace_id": "0",
+    }
+    row = {**base, **row}  # a well-typed row with up to three fields changed or made null
+    fast = _parse_or_error(row)
+    with mock.patch.object(models, "_plain_row", lambda entry: None):
+        tolerant = _parse_or_error(row)
+    assert fast == tolerant

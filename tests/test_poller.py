@@ -6,6 +6,7 @@ a generation is missing, the budget is short or an endpoint fails."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from dataclasses import replace
@@ -30,6 +31,7 @@ from exporter.polling.poller import (
     _merge,
     phase_of,
 )
+from exporter.polling.snapshot import EndpointState, ServiceSnapshot
 from exporter.polling.sources import EventState
 
 PROJECT = "p0"
@@ -201,6 +203,22 @@ async def test_steady_state_costs_the_list_and_the_spread_safety_nets() -> None:
     v1.calls.clear()
     await cycle(poller, clock)
     assert v1.calls["details"] < 30
+
+
+async def test_published_snapshots_are_whole_dataclasses() -> None:
+    """The poller fills its snapshots without the dataclass __init__ (snapshot.build): each must
+    still hold every field, equal to what the constructor would make of them."""
+    v1 = FakeSource("v1")
+    v1.add("s0")
+    poller, clock = make(v1)
+    for _ in range(2):
+        await cycle(poller, clock)
+    (svc,) = poller.snapshot.services
+    assert set(vars(svc)) == {f.name for f in dataclasses.fields(ServiceSnapshot)}
+    assert vars(ServiceSnapshot(**vars(svc))) == vars(svc)
+    for state in svc.collect.values():
+        assert state == EndpointState(**vars(state))
+        assert set(vars(state)) == {f.name for f in dataclasses.fields(EndpointState)}
 
 
 async def test_a_changed_list_entry_costs_that_service_details_and_events() -> None:

@@ -31,6 +31,7 @@ from exporter.polling.snapshot import (
     ProjectSummary,
     ServiceSnapshot,
     Snapshot,
+    build,
 )
 from exporter.polling.sources import EventState, ServiceSource
 
@@ -200,8 +201,12 @@ class ServiceState:
         if ok and previous is not None and previous.success and previous.last_success == now:
             return
         last = now if ok else (previous.last_success if previous else None)
-        self.collect[endpoint] = EndpointState(
-            success=ok, last_success=last, last_attempt=now, error="" if ok else error
+        self.collect[endpoint] = build(
+            EndpointState,
+            success=ok,
+            last_success=last,
+            last_attempt=now,
+            error="" if ok else error,
         )
         self.snapshot = None
 
@@ -782,7 +787,8 @@ class Poller:
             and (previous.monitor is not None) == monitor_ok
         ):
             return previous
-        snap = ServiceSnapshot(
+        snap = build(
+            ServiceSnapshot,
             project_id=state.project_id,
             service_id=state.service_id,
             service_name=state.name,
