@@ -30,8 +30,9 @@ FAMILIES: tuple[MetricSpec, ...] = (
 _INDEX = {spec.name: i for i, spec in enumerate(FAMILIES)}
 _N = len(FAMILIES)
 
-# family index -> lines (bytes) of one block; a service's output is the union of its blocks
-Block = dict[int, bytes]
+# A block as the collector keeps it: (family index, its lines) pairs, empty lines left out; a
+# service's output is the union of its blocks.
+Chunks = tuple[tuple[int, bytes], ...]
 
 
 def _escape(value: str) -> str:
@@ -67,11 +68,11 @@ class _Lines:
         line = f"{spec.name}{{{labels}}} {_num(value)}\n"
         self.lines.setdefault(_INDEX[spec.name], []).append(line)
 
-    def block(self) -> Block:
-        return {i: "".join(lines).encode() for i, lines in self.lines.items()}
+    def block(self) -> Chunks:
+        return tuple((i, "".join(lines).encode()) for i, lines in self.lines.items() if lines)
 
 
-def _static_details(base: str, d: ServiceDetails) -> Block:
+def _static_details(base: str, d: ServiceDetails) -> Chunks:
     """Lines that change only with status, configuration or identity."""
     out = _Lines(base)
     out.add(
@@ -145,13 +146,6 @@ _DYNAMIC = tuple(
 )
 _DYNAMIC_INDEXES = tuple(index for index, _ in _DYNAMIC)
 
-# A block as the collector keeps it: (family index, its lines) pairs, empty lines left out.
-Chunks = tuple[tuple[int, bytes], ...]
-
-
-def _chunks(block: Block) -> Chunks:
-    return tuple((i, chunk) for i, chunk in block.items() if chunk)
-
 
 def _dynamic_values(d: ServiceDetails) -> tuple[float | None, ...]:
     return (
@@ -190,7 +184,7 @@ def _dynamic_heads(base: str) -> list[str]:
     return [f"{name}{{{base}}} " for _, name in _DYNAMIC]
 
 
-def _events(base: str, ev: EventTotals) -> Block:
+def _events(base: str, ev: EventTotals) -> Chunks:
     out = _Lines(base)
     types = list(ev.types) + sorted({t for t, _ in ev.counts} - set(ev.types))
     for event_type in types:
@@ -230,7 +224,7 @@ _MODEL_USAGE: tuple[tuple[MetricSpec, Callable[[ModelUsage], float | None]], ...
 _USAGE_LABELS = ("model_id", "model_name", "model_version", "node_id")
 
 
-def _monitor(base: str, mon: MonitorReading) -> Block:
+def _monitor(base: str, mon: MonitorReading) -> Chunks:
     """Resource usage; a field the API left out gives no line (never a made-up 0)."""
     out = _Lines(base)
     for spec, value in (
@@ -254,7 +248,7 @@ def _monitor(base: str, mon: MonitorReading) -> Block:
     return out.block()
 
 
-def _updates(base: str, up: UpdateTotals) -> Block:
+def _updates(base: str, up: UpdateTotals) -> Chunks:
     out = _Lines(base)
     for result in cat.UPDATE_RESULTS:
         out.add(cat.UPDATES, up.counts.get(result, 0), (("result", result),))
@@ -396,7 +390,7 @@ class ServiceRenderer:
             if d is not cache.details:
                 static_key = _static_key(d)
                 if static_key != cache.static_key:
-                    cache.static_key, cache.static = static_key, _chunks(_static_details(base, d))
+                    cache.static_key, cache.static = static_key, _static_details(base, d)
                 values = _dynamic_values(d)
                 if values != cache.values:
                     cache.lines, cache.dynamic = _dynamic_details(
@@ -408,19 +402,19 @@ class ServiceRenderer:
         ev = svc.events
         if ev is not None:
             if ev is not cache.events_from and ev != cache.events_from:
-                cache.events = _chunks(_events(base, ev))
+                cache.events = _events(base, ev)
             cache.events_from = ev
             blocks.append(cache.events)
         up = svc.updates
         if up is not None:
             if up is not cache.updates_from and up != cache.updates_from:
-                cache.updates = _chunks(_updates(base, up))
+                cache.updates = _updates(base, up)
             cache.updates_from = up
             blocks.append(cache.updates)
         mon = svc.monitor
         if mon is not None:
             if mon is not cache.monitor_from and mon != cache.monitor_from:
-                cache.monitor = _chunks(_monitor(base, mon))
+                cache.monitor = _monitor(base, mon)
             cache.monitor_from = mon
             blocks.append(cache.monitor)
         blocks.append(_collect(svc, cache))
