@@ -9,6 +9,10 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+# A start stays in the window this long past the window itself: the server counts a request
+# when it arrives, a little after it was stamped here (a connection to open, a busy event loop,
+# the network), and by a varying amount. Without it, a request stamped late in one window and
+# one sent on the dot of the next can land in the same second of the server's count.
 SERVER_SKEW_MARGIN = 0.03
 ADMITTED_POLL = 0.001  # seconds between looks while admitted requests have yet to start
 MIN_RATE = 0.1  # requests per second: throttling never stops polling altogether
@@ -81,7 +85,8 @@ class RequestLimiter:
         if self._rate < self.budget:
             self._recover(now)
         starts = self._starts
-        while starts and now - starts[0] >= self._window:
+        span = self._window + SERVER_SKEW_MARGIN
+        while starts and now - starts[0] >= span:
             starts.popleft()
         return len(starts) + self._admitted < self._per_window
 
@@ -124,11 +129,9 @@ class RequestLimiter:
                     # The window is full of admitted requests that have not run yet: let them.
                     await self._sleep(ADMITTED_POLL)
                     continue
-                # Past the boundary by a margin: the server sees a start when the request
-                # arrives, a little after it goes, and arrival delays vary.
-                await self._sleep(
-                    self._starts[0] + self._window - self._clock() + SERVER_SKEW_MARGIN
-                )
+                # (at least a poll's length: a wake-up a rounding error early must not spin)
+                due = self._starts[0] + self._window + SERVER_SKEW_MARGIN - self._clock()
+                await self._sleep(max(ADMITTED_POLL, due))
 
     def close(self) -> None:
         """Stop admitting queued requests (at shutdown: their tasks are being cancelled)."""
