@@ -473,85 +473,86 @@ class _DeflateCache:
     (the same cached blocks, or equal bytes) are reused instead of compressed again; at
     thousands of services most of the text is unchanged from one cycle to the next.
 
+    The gzip trailer's CRC-32 of the whole text is carried over reused runs without reading
+    their text: CRC-32 is affine, so crc(A + B) = crc32(zeros(len B), crc(A)) ^ crc(B) ^
+    crc32(zeros(len B)), and the last two terms are kept per run. Only the text of a run
+    compressed again is checksummed.
+
     The compressed runs are kept joined in one buffer (served as is); a reused run is copied
     from the previous buffer. No final block is written: the per-scrape tail ends the stream."""
 
     SEGMENT = 32
+    _ZEROS = bytes(1 << 16)
 
     def __init__(self, level: int) -> None:
         # One compressor for every run: after a full flush its output depends on nothing before.
         self._compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
         self._keys: list[list[tuple[bytes, ...]]] = []  # per family, per run: its chunks
-        self._spans: list[list[tuple[int, int]]] = []  # where each run's output is in `data`
-        # per family, per run: the CRC-32 and size of the text up to the run's end, so that an
-        # unchanged start of the body is not checksummed again (the volatile families are last)
-        self._sums: list[list[tuple[int, int]]] = []
+        # per family, per run: where its output is in `data`, its text's length, and its
+        # CRC-32 term (crc(text) ^ crc32(zeros(len text)))
+        self._runs: list[list[tuple[int, int, int, int]]] = []
         self.data: bytes = _GZIP_HEADER
         self.crc = 0
         self.size = 0
         self.runs = self.compressed = 0  # of the last update: runs in all, runs compressed
         self.checksummed = 0  # of the last update: bytes of text run through CRC-32
 
+    @classmethod
+    def _shift(cls, crc: int, length: int) -> int:
+        """crc32(zeros(length), crc)."""
+        zeros = cls._ZEROS
+        while length > len(zeros):
+            crc = zlib.crc32(zeros, crc)
+            length -= len(zeros)
+        return zlib.crc32(memoryview(zeros)[:length], crc)
+
     def update(self, families: Sequence[Sequence[bytes]]) -> None:
         # Runs are counted within a family, so a service gaining or losing a line in one family
         # moves the run boundaries of that family only.
-        old_keys, old_spans, old_sums = self._keys, self._spans, self._sums
+        old_keys, old_runs = self._keys, self._runs
         old = memoryview(self.data)
         keys: list[list[tuple[bytes, ...]]] = []
-        spans: list[list[tuple[int, int]]] = []
-        sums: list[list[tuple[int, int]]] = []
+        runs_out: list[list[tuple[int, int, int, int]]] = []
         pieces: list[bytes | memoryview] = [_GZIP_HEADER]
         offset = len(_GZIP_HEADER)
         compressor = self._compressor
+        shift = self._shift
         step = self.SEGMENT
-        runs = compressed = crc = size = checksummed = 0
-        # True while the text so far is byte for byte the previous update's (the same runs in
-        # the same places): the CRC-32 and size at the end of each run are then the ones kept.
-        same = True
+        compressed = crc = size = checksummed = 0
         for f, chunks in enumerate(families):
             family_keys: list[tuple[bytes, ...]] = []
-            family_spans: list[tuple[int, int]] = []
-            family_sums: list[tuple[int, int]] = []
+            family_runs: list[tuple[int, int, int, int]] = []
             previous_keys = old_keys[f] if f < len(old_keys) else []
+            reusable = len(previous_keys)
             for n, start in enumerate(range(0, len(chunks), step)):
                 key = tuple(chunks[start : start + step])
                 piece: bytes | memoryview
-                if n < len(previous_keys) and previous_keys[n] == key:
-                    begin, end = old_spans[f][n]
+                if n < reusable and previous_keys[n] == key:
+                    begin, end, length, term = old_runs[f][n]
                     piece = old[begin:end]
-                    if same:
-                        crc, size = old_sums[f][n]
-                    else:
-                        for chunk in key:
-                            crc = zlib.crc32(chunk, crc)
-                            size += len(chunk)
-                            checksummed += len(chunk)
                 else:
                     text = b"".join(key)
                     piece = compressor.compress(text)
                     piece += compressor.flush(zlib.Z_FULL_FLUSH)
                     compressed += 1
-                    same = False
-                    crc = zlib.crc32(text, crc)
-                    size += len(text)
-                    checksummed += len(text)
+                    length = len(text)
+                    term = zlib.crc32(text) ^ shift(0, length)
+                    checksummed += length
+                crc = shift(crc, length) ^ term
+                size += length
                 family_keys.append(key)
-                family_spans.append((offset, offset + len(piece)))
-                family_sums.append((crc, size))
+                family_runs.append((offset, offset + len(piece), length, term))
                 pieces.append(piece)
                 offset += len(piece)
-            if len(family_keys) != len(previous_keys):
-                same = False  # runs dropped at the end of this family: what follows moved
-            runs += len(family_keys)
             keys.append(family_keys)
-            spans.append(family_spans)
-            sums.append(family_sums)
+            runs_out.append(family_runs)
         data = b"".join(pieces)
         del pieces
         old.release()
-        self._keys, self._spans, self._sums = keys, spans, sums
+        self._keys, self._runs = keys, runs_out
         self.data, self.crc, self.size = data, crc, size
-        self.runs, self.compressed, self.checksummed = runs, compressed, checksummed
+        self.runs = sum(len(family) for family in keys)
+        self.compressed, self.checksummed = compressed, checksummed
 
 
 # A gzip member header: deflate, no name, no mtime (reproducible bodies), unknown OS.
