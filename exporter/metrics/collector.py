@@ -528,6 +528,7 @@ class _DeflateCache:
                 key = tuple(chunks[start : start + step])
                 piece: bytes | memoryview
                 if n < reusable and previous_keys[n] == key:
+                    key = previous_keys[n]  # the old tuple is kept, the new one freed at once
                     begin, end, length, term = old_runs[f][n]
                     piece = old[begin:end]
                 else:
