@@ -175,3 +175,31 @@ def test_list_rows_fast_path_equals_the_tolerant_parsers(row: dict[str, object])
     with mock.patch.object(models, "_plain_row", lambda entry: None):
         tolerant = _parse_or_error(row)
     assert fast == tolerant
+
+
+@settings(max_examples=200)
+@given(
+    value=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+        max_leaves=12,
+    ),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32"]),
+)
+def test_bodies_decode_as_json_loads_of_bytes_does(value: object, encoding: str) -> None:
+    # The UTF-8 fast path must accept exactly what json.loads(bytes) accepts (a BOM, UTF-16
+    # and UTF-32 included) and give the same value.
+    import json
+
+    from exporter.modelarts.client import _decode
+
+    body = json.dumps(value).encode(encoding)
+    assert _decode(body, "details") == json.loads(body)
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b"\xff\xfe{", b"nul\x00l", b"[1,]"])
+def test_bodies_that_are_not_json_are_malformed(body: bytes) -> None:
+    from exporter.modelarts.client import _decode
+
+    with pytest.raises(MalformedResponseError, match="details: response is not JSON"):
+        _decode(body, "details")

@@ -28,6 +28,7 @@ from exporter.polling.poller import (
     Poller,
     PollSettings,
     ProjectPlan,
+    ServiceState,
     _merge,
     phase_of,
 )
@@ -448,3 +449,35 @@ def test_merge_overlays_the_row_exactly_as_replace_would(
     assert hash(merged) == hash(replace(details, **expected))  # type: ignore[arg-type]
     if merged == details:
         assert merged is details
+
+
+def test_a_repeated_row_keeps_the_published_details_object() -> None:
+    # The collector recognises an unchanged service by identity: a list row that says again
+    # what was published (a new object, equal content) must not make new published details.
+    details = ServiceDetails(
+        "svc-1", "name", "real-time", "ws", "cl", "pool", "bob", "running", 100.0, 5.0, 1.0,
+        1.0e12, 2.0e12, 3.0e12, None, (), "v1",
+    )  # fmt: skip
+
+    def row(calls: float) -> ServiceSummary:
+        return ServiceSummary("svc-1", "name", "real-time", "running", invocation_times=calls)
+
+    state = ServiceState("p1", "svc-1", 0, generation="v1")
+    state.details = details
+    state.row = row(7.0)
+    state.publish_details()
+    first = state.merged
+    assert first is not None and first.invocation_times == 7.0
+    state.row = row(7.0)
+    state.publish_details()
+    assert state.merged is first
+    state.row = row(9.0)
+    state.publish_details()
+    assert state.merged is not first and state.merged.invocation_times == 9.0
+    state.details = replace(details, invocation_times=9.0)  # a details call: new base
+    state.row = row(9.0)
+    state.publish_details()
+    assert state.merged is state.details  # the row adds nothing to these details
+    state.details = replace(details, status="stopped")
+    state.publish_details()
+    assert state.merged.status == "running"  # the (newer) row's status overlays

@@ -176,7 +176,7 @@ def _dynamic_details(
         for n, value in enumerate(values)
     ]
     return lines, tuple(
-        (index, line) for index, line in zip(_DYNAMIC_INDEXES, lines, strict=True) if line
+        [(index, line) for index, line in zip(_DYNAMIC_INDEXES, lines, strict=True) if line]
     )
 
 
@@ -275,34 +275,41 @@ def _collect_prefixes(svc: ServiceSnapshot, endpoint: str) -> tuple[str, str]:
 def _collect(svc: ServiceSnapshot, cache: _ServiceCache) -> Chunks:
     """Re-rendered at every cycle for every listed service (the time of its last success
     moves). The label part of each line is kept per service and endpoint, an endpoint's lines
-    are made again only when its state is a new object, and a family's chunk only when one of
-    its lines changed."""
-    lines = cache.endpoint_lines
-    success: list[str] = []
-    last: list[str] = []
-    for endpoint, state in sorted(svc.collect.items()):
-        entry = lines.get(endpoint)
-        if entry is None or entry[0] is not state:
-            pair = cache.prefixes.get(endpoint)
-            if pair is None:
-                pair = cache.prefixes[endpoint] = _collect_prefixes(svc, endpoint)
-            last_line = ""
-            if state.last_success is not None:
-                last_line = f"{pair[1]}{_num(state.last_success)}\n"
-            entry = lines[endpoint] = (state, f"{pair[0]}{1 if state.success else 0}\n", last_line)
-        success.append(entry[1])
-        last.append(entry[2])
-    if len(lines) > len(success):  # endpoints no longer reported
-        for endpoint in set(lines) - set(svc.collect):
-            del lines[endpoint]
-    success_key, last_key = tuple(success), tuple(last)
-    if success_key != cache.success_key:
-        cache.success_key, cache.success = success_key, "".join(success_key).encode()
-    if last_key != cache.last_key:
-        cache.last_key, cache.last = last_key, "".join(last_key).encode()
-    return tuple(
-        (i, chunk) for i, chunk in ((_SUCCESS, cache.success), (_LAST, cache.last)) if chunk
-    )
+    are made again only when its state is a new object, a family's chunk only when one of its
+    lines changed."""
+    collect = svc.collect
+    names = tuple(collect)
+    entries = cache.endpoint_lines
+    success_moved = last_moved = names != cache.endpoint_names
+    if success_moved:
+        cache.endpoint_names = names
+        cache.endpoint_order = tuple(sorted(names))
+        entries = cache.endpoint_lines = [None] * len(names)
+    for k, endpoint in enumerate(cache.endpoint_order):
+        state = collect[endpoint]
+        entry = entries[k]
+        if entry is not None and entry[0] is state:
+            continue
+        pair = cache.prefixes.get(endpoint)
+        if pair is None:
+            pair = cache.prefixes[endpoint] = _collect_prefixes(svc, endpoint)
+        success = f"{pair[0]}{1 if state.success else 0}\n"
+        last = "" if state.last_success is None else f"{pair[1]}{_num(state.last_success)}\n"
+        if entry is None:
+            success_moved = last_moved = True
+        else:
+            success_moved = success_moved or success != entry[1]
+            last_moved = last_moved or last != entry[2]
+        entries[k] = (state, success, last)
+    if success_moved:
+        cache.success = "".join([entry[1] for entry in entries]).encode()  # type: ignore[index]
+    if last_moved:
+        cache.last = "".join([entry[2] for entry in entries]).encode()  # type: ignore[index]
+    if success_moved or last_moved:
+        cache.collect = tuple(
+            [(i, chunk) for i, chunk in ((_SUCCESS, cache.success), (_LAST, cache.last)) if chunk]
+        )
+    return cache.collect
 
 
 _UNSET: Hashable = object()  # equal to no static key
@@ -315,14 +322,16 @@ class _ServiceCache:
     __slots__ = (
         "base",
         "base_key",
+        "collect",
         "details",
         "dynamic",
         "endpoint_lines",
+        "endpoint_names",
+        "endpoint_order",
         "events",
         "events_from",
         "heads",
         "last",
-        "last_key",
         "lines",
         "monitor",
         "monitor_from",
@@ -330,7 +339,6 @@ class _ServiceCache:
         "static",
         "static_key",
         "success",
-        "success_key",
         "updates",
         "updates_from",
         "values",
@@ -356,12 +364,14 @@ class _ServiceCache:
         self.monitor_from: MonitorReading | None = None
         self.monitor: Chunks = ()
         self.prefixes: dict[str, tuple[str, str]] = {}  # endpoint -> its collect line starts
-        # endpoint -> (the state its lines show, its success line, its last-success line)
-        self.endpoint_lines: dict[str, tuple[EndpointState, str, str]] = {}
-        self.success_key: tuple[str, ...] = ()
+        # the snapshot's endpoints in its order, and sorted (the order of the lines)
+        self.endpoint_names: tuple[str, ...] | None = None
+        self.endpoint_order: tuple[str, ...] = ()
+        # per endpoint in sorted order: (the state its lines show, success line, last line)
+        self.endpoint_lines: list[tuple[EndpointState, str, str] | None] = []
         self.success = b""
-        self.last_key: tuple[str, ...] = ()
         self.last = b""
+        self.collect: Chunks = ()
 
 
 class ServiceRenderer:

@@ -102,6 +102,12 @@ def _error_fields(body: bytes) -> tuple[str, str]:
 
 def _decode(body: bytes, endpoint: str) -> Any:
     try:
+        # UTF-8 text parses without json's encoding detection; anything else (a BOM, UTF-16)
+        # takes the general path, so nothing json.loads(bytes) accepts is refused here.
+        return json.loads(body.decode())
+    except ValueError:
+        pass
+    try:
         return json.loads(body)
     except ValueError:
         raise MalformedResponseError(

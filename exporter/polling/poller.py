@@ -134,6 +134,11 @@ _V1_LISTED = ("progress", "invocation_times", "failed_times", "transition_at", "
 
 def _merge(details: ServiceDetails, row: ServiceSummary) -> ServiceDetails:
     """The details with what the (newer) list row says overlaid."""
+    return _overlay(details, _changes(details, row))
+
+
+def _changes(details: ServiceDetails, row: ServiceSummary) -> dict[str, object]:
+    """The fields where the (newer) list row says something other than the details."""
     changes: dict[str, object] = {}
     status = row.status or details.status
     if status != details.status:
@@ -146,9 +151,7 @@ def _merge(details: ServiceDetails, row: ServiceSummary) -> ServiceDetails:
             value = getattr(row, name)
             if value is not None and value != getattr(details, name):
                 changes[name] = value
-    if not changes:
-        return details
-    return _overlay(details, changes)
+    return changes
 
 
 def _overlay(details: ServiceDetails, changes: Mapping[str, object]) -> ServiceDetails:
@@ -156,6 +159,8 @@ def _overlay(details: ServiceDetails, changes: Mapping[str, object]) -> ServiceD
     move at every cycle, so this runs for most of a fleet each cycle, and replace costs seven
     times as much. ServiceDetails is a plain frozen dataclass (no slots, no __post_init__): its
     state is its __dict__."""
+    if not changes:
+        return details
     merged = object.__new__(ServiceDetails)
     merged.__dict__.update(details.__dict__)
     merged.__dict__.update(changes)
@@ -180,6 +185,9 @@ class ServiceState:
     details: ServiceDetails | None = None  # from the last details call
     merged: ServiceDetails | None = None  # what is published: details overlaid with the row
     merged_from: tuple[object, ...] = ()
+    # the details `merged` was made from, and what the row overlaid on them
+    merged_base: ServiceDetails | None = None
+    merged_changes: dict[str, object] | None = None
     details_key: tuple[object, ...] | None = None  # change key when details were last read
     details_due: float = 0.0  # monotonic: the next safety-net read
     events: EventState | None = None
@@ -233,9 +241,18 @@ class ServiceState:
         elif row is None:
             merged = details
         else:
-            merged = _merge(details, row)
-            if merged is not details and merged == self.merged:
-                merged = self.merged  # equal to what is published: keep its identity
+            changes = _changes(details, row)
+            if (
+                details is self.merged_base
+                and changes == self.merged_changes
+                and self.merged is not None
+            ):
+                # the same details overlaid with the same values: what is published, identity
+                # kept (cheaper than comparing the merged dataclasses field by field)
+                merged = self.merged
+            else:
+                merged = _overlay(details, changes)
+            self.merged_base, self.merged_changes = details, changes
         if merged is not self.merged:
             self.merged = merged
             self.snapshot = None
