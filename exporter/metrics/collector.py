@@ -20,7 +20,7 @@ from exporter.polling.events import EventTotals, UpdateTotals
 from exporter.polling.snapshot import EndpointState, ServiceSnapshot, Snapshot
 
 # The families that change at every cycle for most services (the list's counters, the time of
-# the last success) come last: the gzip cache checksums the body only from its first change on.
+# the last success) come last, together (the gzip cache compresses their runs again each cycle).
 _VOLATILE = (cat.SERVICE_INVOCATIONS, cat.SERVICE_FAILURES, cat.LAST_SUCCESS_TS)
 FAMILIES: tuple[MetricSpec, ...] = (
     *(spec for spec in cat.SERVICE_METRICS if spec not in _VOLATILE),
