@@ -184,8 +184,8 @@ class ServiceState:
     row: ServiceSummary | None = None  # its entry in the last list that covered it
     details: ServiceDetails | None = None  # from the last details call
     merged: ServiceDetails | None = None  # what is published: details overlaid with the row
-    merged_from: tuple[object, ...] = ()
-    # the details `merged` was made from, and what the row overlaid on them
+    # what `merged` was made from: the row and the details, and what the row overlaid on them
+    merged_row: ServiceSummary | None = None
     merged_base: ServiceDetails | None = None
     merged_changes: dict[str, object] | None = None
     details_key: tuple[object, ...] | None = None  # change key when details were last read
@@ -233,9 +233,9 @@ class ServiceState:
     def publish_details(self) -> None:
         """Recompute the published details from the last details and the last row."""
         row, details = self.row, self.details
-        source = (id(row), id(details))
-        if source == self.merged_from and self.merged is not None:
+        if self.merged is not None and row is self.merged_row and details is self.merged_base:
             return
+        changes = None
         if details is None:
             merged = None if row is None else _details_from_row(row)
         elif row is None:
@@ -252,11 +252,10 @@ class ServiceState:
                 merged = self.merged
             else:
                 merged = _overlay(details, changes)
-            self.merged_base, self.merged_changes = details, changes
+        self.merged_row, self.merged_base, self.merged_changes = row, details, changes
         if merged is not self.merged:
             self.merged = merged
             self.snapshot = None
-        self.merged_from = source
         if merged is not None and merged.service_name:
             self.name = merged.service_name
 
