@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.metrics import catalogue as cat
+from exporter.metrics import collector
 from exporter.metrics.collector import Exposition, ServiceRenderer, _DeflateCache
 from exporter.metrics.own import ExporterMetrics
 from exporter.modelarts.models import ModelConfig, ServiceDetails
@@ -352,7 +353,7 @@ def test_the_carried_checksum_equals_the_checksum_of_the_text(
         for where, size in changes:
             family = families[where % len(families)]
             family[where % len(family)] = chunk(size, step + where)
-        cache.update(families)
+        cache.update([list(family) for family in families])  # never mutated once handed over
         text = b"".join(c for family in families for c in family)
         assert (cache.crc, cache.size) == (zlib.crc32(text), len(text))
         tail = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS).flush()
@@ -391,3 +392,46 @@ def test_only_the_text_of_runs_compressed_again_is_checksummed() -> None:
     expo.update(fleet(500, calls=101, status={3: "failed"}))  # an early family changed
     assert 0 < cache.checksummed < cache.size / 20
     assert single_member(expo.body(gzipped=True)) == expo.body(gzipped=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=st.binary(max_size=300), b=st.binary(max_size=300), zeros=st.integers(0, 200_000))
+def test_both_crc_combinations_equal_the_checksum_of_the_joined_text(
+    a: bytes, b: bytes, zeros: int
+) -> None:
+    tail = b + bytes(zeros)  # long runs too (longer than the block of zeros carried with)
+    want = zlib.crc32(a + tail)
+    assert collector.crc32_combine_by_zeros(zlib.crc32(a), zlib.crc32(tail), len(tail)) == want
+    assert collector.crc32_combine(zlib.crc32(a), zlib.crc32(tail), len(tail)) == want
+
+
+def test_zlibs_own_crc_combination_is_used_where_the_library_is_there() -> None:
+    # Debian (CI, the container image) has libz.so.1: the O(log n) combination is in use.
+    assert collector.crc32_combine is not collector.crc32_combine_by_zeros
+
+
+def test_a_family_whose_chunks_did_not_change_is_the_same_list_and_is_reused_whole() -> None:
+    renderer = ServiceRenderer()
+    first = renderer.render_families(fleet(300))
+    names = [family[0].split(b" ")[2] for family in first]
+    info = names.index(cat.SERVICE_INFO.name.encode())
+    calls = names.index(cat.SERVICE_INVOCATIONS.name.encode())
+    second = renderer.render_families(fleet(300, calls=101))  # only the counters moved
+    assert second[info] is first[info]
+    assert second[calls] is not first[calls]
+    cache = _DeflateCache(1)
+    cache.update(first)
+    cache.update(second)
+    # the unchanged families were neither compared run by run nor compressed: only the
+    # counters' family (every service's line moved) was compressed again
+    runs_of_calls = -(-len(second[calls]) // _DeflateCache.SEGMENT)
+    assert cache.compressed == runs_of_calls
+    text = b"".join(chunk for family in second for chunk in family)
+    assert (cache.crc, cache.size) == (zlib.crc32(text), len(text))
+    # a service that moves in the snapshot makes every family anew, with the same text
+    moved = fleet(300, calls=101)
+    services = moved.services
+    moved = Snapshot(services=(*services[1:], services[0]), watched=moved.watched)
+    third = renderer.render_families(moved)
+    assert third[info] is not second[info]
+    assert b"".join(c for f in third for c in f) == ServiceRenderer().render(moved)

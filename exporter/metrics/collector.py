@@ -9,6 +9,7 @@ private prometheus_client registry and are rendered at every scrape; they are sm
 
 from __future__ import annotations
 
+import ctypes
 import struct
 import zlib
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
@@ -322,6 +323,7 @@ class _ServiceCache:
     __slots__ = (
         "base",
         "base_key",
+        "blocks",
         "collect",
         "details",
         "dynamic",
@@ -346,6 +348,7 @@ class _ServiceCache:
 
     def __init__(self) -> None:
         self.reset()
+        self.blocks: list[Chunks] = _NO_BLOCKS  # the blocks of the last render
 
     def reset(self) -> None:
         self.base_key: tuple[str, str, str] | None = None
@@ -379,8 +382,17 @@ class ServiceRenderer:
 
     def __init__(self) -> None:
         self._cache: dict[tuple[str, str], _ServiceCache] = {}
+        self._order: list[_ServiceCache] = []  # the services of the last render, in order
+        self._families: list[list[bytes]] = [[header] for header in _HEADERS]
+        # part * _N + family -> every service's chunk there, by its place in _order; and per
+        # family, its columns in part order
+        self._columns: dict[int, list[bytes]] = {}
+        self._slots: list[list[int]] = [[] for _ in range(_N)]
+        self._watched_key: tuple[tuple[str, int], ...] | None = None
+        self._watched: list[bytes] = []
 
     def render_service(self, svc: ServiceSnapshot, cache: _ServiceCache) -> list[Chunks]:
+        """The service's blocks, one per part (`_PARTS`), () for a part it does not have."""
         base_key = (svc.project_id, svc.service_id, svc.service_name)
         if cache.base_key != base_key:
             cache.reset()
@@ -394,8 +406,8 @@ class ServiceRenderer:
             )
             cache.heads = _dynamic_heads(cache.base)
         base = cache.base
-        blocks: list[Chunks] = []
         d = svc.details
+        static = dynamic = events = updates = monitor = _NO_BLOCK
         if d is not None:
             if d is not cache.details:
                 static_key = _static_key(d)
@@ -408,58 +420,143 @@ class ServiceRenderer:
                     )
                     cache.values = values
                 cache.details = d
-            blocks += (cache.static, cache.dynamic)
+            static, dynamic = cache.static, cache.dynamic
         ev = svc.events
         if ev is not None:
             if ev is not cache.events_from and ev != cache.events_from:
                 cache.events = _events(base, ev)
             cache.events_from = ev
-            blocks.append(cache.events)
+            events = cache.events
         up = svc.updates
         if up is not None:
             if up is not cache.updates_from and up != cache.updates_from:
                 cache.updates = _updates(base, up)
             cache.updates_from = up
-            blocks.append(cache.updates)
+            updates = cache.updates
         mon = svc.monitor
         if mon is not None:
             if mon is not cache.monitor_from and mon != cache.monitor_from:
                 cache.monitor = _monitor(base, mon)
             cache.monitor_from = mon
-            blocks.append(cache.monitor)
-        blocks.append(_collect(svc, cache))
-        return blocks
+            monitor = cache.monitor
+        return [static, dynamic, events, updates, monitor, _collect(svc, cache)]
 
     def render(self, snapshot: Snapshot) -> bytes:
         return b"".join(chunk for family in self.render_families(snapshot) for chunk in family)
 
     def render_families(self, snapshot: Snapshot) -> list[list[bytes]]:
         """The exposition family by family, each a list of chunks (its header, then one chunk
-        per service that has lines in it) that reference the cached blocks (no copy)."""
+        per service that has lines in it) that reference the cached blocks (no copy).
+
+        Each (part, family) has a column: every service's chunk there, by the service's place
+        in the snapshot. A changed block puts its chunks in the columns; a family none of whose
+        chunks changed is the very list of the previous render, so the gzip cache reuses it
+        whole without looking at its chunks. When services come, go or move, the columns are
+        made again from every service's blocks."""
         caches: dict[tuple[str, str], _ServiceCache] = {}
-        per_family: list[list[bytes]] = [[header] for header in _HEADERS]
-        appenders = [lines.append for lines in per_family]
+        order: list[_ServiceCache] = []
+        dirty = [False] * _N
         old = self._cache
-        for svc in snapshot.services:
+        old_order = self._order
+        known = len(old_order)
+        same = True  # the same services in the same places so far
+        for pos, svc in enumerate(snapshot.services):
             key = (svc.project_id, svc.service_id)
             cache = old.get(key) or _ServiceCache()
             caches[key] = cache
-            for block in self.render_service(svc, cache):
-                for i, chunk in block:
-                    appenders[i](chunk)
+            order.append(cache)
+            if same and (pos >= known or old_order[pos] is not cache):
+                same = False
+            blocks = self.render_service(svc, cache)
+            was = cache.blocks
+            if blocks == was:  # identical blocks compare by identity, at C speed
+                continue
+            cache.blocks = blocks
+            if not same:
+                continue
+            for part in range(_PARTS):
+                block, before = blocks[part], was[part]
+                if block is not before:
+                    self._apply(pos, part * _N, block, before, dirty)
         self._cache = caches  # services that left the snapshot are forgotten
-        families = [lines for lines in per_family if len(lines) > 1]
-        watched = cat.WATCHED_SERVICES
-        families.append(
-            [
-                _header(watched),
+        if not same or len(order) != known:
+            self._rebuild(order)
+            dirty = [True] * _N
+        families = self._families
+        for i in range(_N):
+            if dirty[i]:
+                families[i] = self._assemble(i)
+        out = [lines for lines in families if len(lines) > 1]
+        watched = tuple(sorted(snapshot.watched.items()))
+        if watched != self._watched_key:
+            spec = cat.WATCHED_SERVICES
+            self._watched_key = watched
+            self._watched = [
+                _header(spec),
                 *(
-                    f'{watched.name}{{project_id="{_escape(project_id)}"}} {count}\n'.encode()
-                    for project_id, count in sorted(snapshot.watched.items())
+                    f'{spec.name}{{project_id="{_escape(project_id)}"}} {count}\n'.encode()
+                    for project_id, count in watched
                 ),
             ]
-        )
-        return families
+        out.append(self._watched)
+        return out
+
+    def _apply(self, pos: int, base: int, block: Chunks, was: Chunks, dirty: list[bool]) -> None:
+        """Put a changed block of the service at `pos` in the columns (`base`: its part's first
+        column), marking the families whose chunk is another object as dirty."""
+        columns = self._columns
+        if len(block) == len(was):  # usually: the same families, some of their lines changed
+            for n in range(len(block)):
+                i, chunk = block[n]
+                if i != was[n][0]:
+                    break
+                column = columns[base + i]
+                if column[pos] is not chunk:
+                    column[pos] = chunk
+                    dirty[i] = True
+            else:
+                return
+        for i, _ in was:
+            columns[base + i][pos] = b""
+            dirty[i] = True
+        for i, chunk in block:
+            self._column(base + i, len(self._order))[pos] = chunk
+            dirty[i] = True
+
+    def _column(self, slot: int, size: int) -> list[bytes]:
+        column = self._columns.get(slot)
+        if column is None:
+            column = self._columns[slot] = [b""] * size
+            family = slot % _N
+            self._slots[family] = sorted([*self._slots[family], slot])
+        return column
+
+    def _rebuild(self, order: list[_ServiceCache]) -> None:
+        self._order = order
+        self._columns = {}
+        self._slots = [[] for _ in range(_N)]
+        size = len(order)
+        for pos, cache in enumerate(order):
+            for part, block in enumerate(cache.blocks):
+                for i, chunk in block:
+                    self._column(part * _N + i, size)[pos] = chunk
+
+    def _assemble(self, family: int) -> list[bytes]:
+        """One family's chunks: its header, then each service's chunks in it, in part order."""
+        lines = [_HEADERS[family]]
+        slots = self._slots[family]
+        if len(slots) == 1:
+            lines += filter(None, self._columns[slots[0]])
+        elif slots:
+            for group in zip(*(self._columns[slot] for slot in slots), strict=True):
+                lines += filter(None, group)
+        return lines
+
+
+# A service's blocks, in this order: static, dynamic, events, updates, monitor, collect.
+_PARTS = 6
+_NO_BLOCK: Chunks = ()
+_NO_BLOCKS: list[Chunks] = [_NO_BLOCK] * _PARTS  # shared: block lists are never mutated
 
 
 def coalesce(chunks: Iterable[bytes], size: int = 1 << 20) -> Iterator[bytes]:
@@ -476,91 +573,158 @@ def coalesce(chunks: Iterable[bytes], size: int = 1 << 20) -> Iterator[bytes]:
         yield b"".join(batch)
 
 
+_ZEROS = bytes(1 << 16)
+
+
+def _shift(crc: int, length: int) -> int:
+    """crc32(zeros(length), crc)."""
+    while length > len(_ZEROS):
+        crc = zlib.crc32(_ZEROS, crc)
+        length -= len(_ZEROS)
+    return zlib.crc32(memoryview(_ZEROS)[:length], crc)
+
+
+def crc32_combine_by_zeros(crc1: int, crc2: int, length2: int) -> int:
+    """crc32(A + B) from crc1 = crc32(A), crc2 = crc32(B) and len(B): CRC-32 is affine, so
+    crc(A + B) = crc32(zeros(len B), crc(A)) ^ crc(B) ^ crc32(zeros(len B)). Reads 2 len(B)
+    bytes of zeros (a block of them that stays in the CPU cache)."""
+    return _shift(crc1, length2) ^ crc2 ^ _shift(0, length2)
+
+
+def _zlib_crc32_combine() -> Callable[[int, int, int], int] | None:
+    """zlib's own crc32_combine, in O(log n) without reading any text. Python's zlib module
+    does not expose it, so it is taken from the zlib library through ctypes (already loaded on
+    Linux: the zlib module links it); None where there is no such library or its answer is
+    wrong, and the caller falls back to crc32_combine_by_zeros."""
+    for name in ("libz.so.1", "libz.dylib", "libz.so"):
+        try:
+            library = ctypes.CDLL(name)
+        except OSError:
+            continue
+        for symbol, offset in (
+            ("crc32_combine64", ctypes.c_int64),
+            ("crc32_combine", ctypes.c_long),
+        ):
+            function = getattr(library, symbol, None)
+            if function is None:
+                continue
+            function.restype = ctypes.c_ulong
+            function.argtypes = (ctypes.c_ulong, ctypes.c_ulong, offset)
+            if _combines_right(function):
+                return function  # type: ignore[no-any-return]
+    return None
+
+
+def _combines_right(combine: Callable[[int, int, int], int]) -> bool:
+    for a, b in ((b"", b"x"), (b"metrics ", b"text" * 1000), (b"\xff" * 70_001, b"\x00" * 65_537)):
+        if combine(zlib.crc32(a), zlib.crc32(b), len(b)) != zlib.crc32(a + b):
+            return False
+    return True
+
+
+crc32_combine: Callable[[int, int, int], int] = _zlib_crc32_combine() or crc32_combine_by_zeros
+
+
 class _DeflateCache:
     """The service part of the exposition as raw deflate, compressed run by run of `SEGMENT`
     chunks, each run ended by a full flush so it stands alone: no back-reference crosses it,
     and it ends on a byte boundary. Runs whose chunks are unchanged since the previous snapshot
     (the same cached blocks, or equal bytes) are reused instead of compressed again; at
-    thousands of services most of the text is unchanged from one cycle to the next.
+    thousands of services most of the text is unchanged from one cycle to the next. A family
+    that is the very list of the previous update is reused whole, without comparing its runs.
 
-    The gzip trailer's CRC-32 of the whole text is carried over reused runs without reading
-    their text: CRC-32 is affine, so crc(A + B) = crc32(zeros(len B), crc(A)) ^ crc(B) ^
-    crc32(zeros(len B)), and the last two terms are kept per run. Only the text of a run
-    compressed again is checksummed.
+    The gzip trailer's CRC-32 of the whole text is combined from the CRC-32 of each run
+    (`crc32_combine`) without reading their text again: only the text of a run compressed again
+    is checksummed.
 
     The compressed runs are kept joined in one buffer (served as is); a reused run is copied
     from the previous buffer. No final block is written: the per-scrape tail ends the stream."""
 
     SEGMENT = 32
-    _ZEROS = bytes(1 << 16)
 
     def __init__(self, level: int) -> None:
         # One compressor for every run: after a full flush its output depends on nothing before.
         self._compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+        self._families: list[Sequence[bytes]] = []  # the families of the last update
         self._keys: list[list[tuple[bytes, ...]]] = []  # per family, per run: its chunks
-        # per family, per run: where its output is in `data`, its text's length, and its
-        # CRC-32 term (crc(text) ^ crc32(zeros(len text)))
+        # per family, per run: where its output is, from the family's start in `data`, the
+        # length of its text and the text's CRC-32
         self._runs: list[list[tuple[int, int, int, int]]] = []
+        # per family: where its output is in `data`, the length of its text and its CRC-32
+        self._spans: list[tuple[int, int, int, int]] = []
         self.data: bytes = _GZIP_HEADER
         self.crc = 0
         self.size = 0
         self.runs = self.compressed = 0  # of the last update: runs in all, runs compressed
         self.checksummed = 0  # of the last update: bytes of text run through CRC-32
 
-    @classmethod
-    def _shift(cls, crc: int, length: int) -> int:
-        """crc32(zeros(length), crc)."""
-        zeros = cls._ZEROS
-        while length > len(zeros):
-            crc = zlib.crc32(zeros, crc)
-            length -= len(zeros)
-        return zlib.crc32(memoryview(zeros)[:length], crc)
-
     def update(self, families: Sequence[Sequence[bytes]]) -> None:
         # Runs are counted within a family, so a service gaining or losing a line in one family
         # moves the run boundaries of that family only.
-        old_keys, old_runs = self._keys, self._runs
+        old_families, old_keys, old_runs, old_spans = (
+            self._families,
+            self._keys,
+            self._runs,
+            self._spans,
+        )
         old = memoryview(self.data)
         keys: list[list[tuple[bytes, ...]]] = []
         runs_out: list[list[tuple[int, int, int, int]]] = []
+        spans: list[tuple[int, int, int, int]] = []
         pieces: list[bytes | memoryview] = [_GZIP_HEADER]
         offset = len(_GZIP_HEADER)
         compressor = self._compressor
-        shift = self._shift
+        combine = crc32_combine
         step = self.SEGMENT
         compressed = crc = size = checksummed = 0
         for f, chunks in enumerate(families):
-            family_keys: list[tuple[bytes, ...]] = []
-            family_runs: list[tuple[int, int, int, int]] = []
-            previous_keys = old_keys[f] if f < len(old_keys) else []
-            reusable = len(previous_keys)
-            for n, start in enumerate(range(0, len(chunks), step)):
-                key = tuple(chunks[start : start + step])
-                piece: bytes | memoryview
-                if n < reusable and previous_keys[n] == key:
-                    key = previous_keys[n]  # the old tuple is kept, the new one freed at once
-                    begin, end, length, term = old_runs[f][n]
-                    piece = old[begin:end]
-                else:
-                    text = b"".join(key)
-                    piece = compressor.compress(text)
-                    piece += compressor.flush(zlib.Z_FULL_FLUSH)
-                    compressed += 1
-                    length = len(text)
-                    term = zlib.crc32(text) ^ shift(0, length)
-                    checksummed += length
-                crc = shift(crc, length) ^ term
-                size += length
-                family_keys.append(key)
-                family_runs.append((offset, offset + len(piece), length, term))
-                pieces.append(piece)
-                offset += len(piece)
-            keys.append(family_keys)
-            runs_out.append(family_runs)
+            if f < len(old_families) and chunks is old_families[f]:
+                begin, end, length, family_crc = old_spans[f]
+                pieces.append(old[begin:end])
+                keys.append(old_keys[f])
+                runs_out.append(old_runs[f])
+            else:
+                family_keys: list[tuple[bytes, ...]] = []
+                family_runs: list[tuple[int, int, int, int]] = []
+                previous_keys = old_keys[f] if f < len(old_keys) else []
+                reusable = len(previous_keys)
+                base = old_spans[f][0] if f < len(old_spans) else 0
+                at = length = family_crc = 0
+                for n, start in enumerate(range(0, len(chunks), step)):
+                    key = tuple(chunks[start : start + step])
+                    piece: bytes | memoryview
+                    if n < reusable and previous_keys[n] == key:
+                        key = previous_keys[n]  # the old tuple is kept, the new one freed at once
+                        begin, end, run_length, run_crc = old_runs[f][n]
+                        piece = old[base + begin : base + end]
+                    else:
+                        text = b"".join(key)
+                        piece = compressor.compress(text)
+                        piece += compressor.flush(zlib.Z_FULL_FLUSH)
+                        compressed += 1
+                        run_length = len(text)
+                        run_crc = zlib.crc32(text)
+                        checksummed += run_length
+                    family_crc = combine(family_crc, run_crc, run_length)
+                    length += run_length
+                    family_keys.append(key)
+                    family_runs.append((at, at + len(piece), run_length, run_crc))
+                    pieces.append(piece)
+                    at += len(piece)
+                keys.append(family_keys)
+                runs_out.append(family_runs)
+                end = at  # the family's output length
+                begin = 0
+            written = end - begin
+            spans.append((offset, offset + written, length, family_crc))
+            offset += written
+            crc = combine(crc, family_crc, length)
+            size += length
         data = b"".join(pieces)
         del pieces
         old.release()
-        self._keys, self._runs = keys, runs_out
+        self._families = list(families)
+        self._keys, self._runs, self._spans = keys, runs_out, spans
         self.data, self.crc, self.size = data, crc, size
         self.runs = sum(len(family) for family in keys)
         self.compressed, self.checksummed = compressed, checksummed
@@ -586,7 +750,8 @@ class Exposition:
         self._live = live
         self._renderer = ServiceRenderer()
         self._snapshot: Snapshot | None = None
-        self._parts: list[bytes] = []
+        self._families: list[list[bytes]] = []
+        self._parts: list[bytes] | None = []  # the families' chunks in one list, when asked for
         self._deflate = _DeflateCache(self.GZIP_LEVEL)
 
     def update(self, snapshot: Snapshot) -> None:
@@ -596,12 +761,15 @@ class Exposition:
         families = self._renderer.render_families(snapshot)
         self._deflate.update(families)
         self._snapshot = snapshot
-        self._parts = [chunk for family in families for chunk in family]
+        # Flattened on the first uncompressed scrape: Prometheus asks for gzip.
+        self._families, self._parts = families, None
 
     def chunks(self, *, gzipped: bool) -> list[bytes]:
         """The body as chunks to write one after the other."""
         live = self._live()
         if not gzipped:
+            if self._parts is None:
+                self._parts = [chunk for family in self._families for chunk in family]
             return [*self._parts, live]
         cache = self._deflate
         tail = zlib.compressobj(self.GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
