@@ -273,6 +273,9 @@ def _collect_prefixes(svc: ServiceSnapshot, endpoint: str) -> tuple[str, str]:
     return f"{cat.COLLECT_SUCCESS.name}{{{labels}}} ", f"{cat.LAST_SUCCESS_TS.name}{{{labels}}} "
 
 
+_LAST_TEXT: list[object] = [None, ""]  # the last time rendered, and its text
+
+
 def _collect(svc: ServiceSnapshot, cache: _ServiceCache) -> Chunks:
     """Re-rendered at every cycle for every listed service (the time of its last success
     moves). The label part of each line is kept per service and endpoint, an endpoint's lines
@@ -294,13 +297,19 @@ def _collect(svc: ServiceSnapshot, cache: _ServiceCache) -> Chunks:
         pair = cache.prefixes.get(endpoint)
         if pair is None:
             pair = cache.prefixes[endpoint] = _collect_prefixes(svc, endpoint)
-        success = f"{pair[0]}{1 if state.success else 0}\n"
-        last = "" if state.last_success is None else f"{pair[1]}{_num(state.last_success)}\n"
-        if entry is None:
-            success_moved = last_moved = True
+        if entry is not None and entry[0].success == state.success:
+            success = entry[1]
         else:
-            success_moved = success_moved or success != entry[1]
-            last_moved = last_moved or last != entry[2]
+            success = f"{pair[0]}{1 if state.success else 0}\n"
+            success_moved = True
+        at = state.last_success
+        if at is None:
+            last = ""
+        else:
+            if at != _LAST_TEXT[0]:  # the services a list covered share their time
+                _LAST_TEXT[:] = [at, _num(at)]
+            last = f"{pair[1]}{_LAST_TEXT[1]}\n"
+        last_moved = True if entry is None else last_moved or last != entry[2]
         entries[k] = (state, success, last)
     if success_moved:
         cache.success = "".join([entry[1] for entry in entries]).encode()  # type: ignore[index]

@@ -172,6 +172,20 @@ def _details_key(d: ServiceDetails) -> tuple[object, ...]:
     return ("details", d.status, d.transition_at, d.publish_at, d.update_time)
 
 
+_SUCCEEDED: list[EndpointState] = [EndpointState(True, None)]
+
+
+def _succeeded(now: float) -> EndpointState:
+    """A success at `now`: one object for every service that succeeded at that moment (every
+    service a list covered shares its time), so the collector renders the time once."""
+    outcome = _SUCCEEDED[0]
+    if outcome.last_success != now:
+        outcome = _SUCCEEDED[0] = build(
+            EndpointState, success=True, last_success=now, last_attempt=now, error=""
+        )
+    return outcome
+
+
 @dataclass
 class ServiceState:
     """The poller's private, mutable memory of one service."""
@@ -208,14 +222,16 @@ class ServiceState:
         previous = self.collect.get(endpoint)
         if ok and previous is not None and previous.success and previous.last_success == now:
             return
-        last = now if ok else (previous.last_success if previous else None)
-        self.collect[endpoint] = build(
-            EndpointState,
-            success=ok,
-            last_success=last,
-            last_attempt=now,
-            error="" if ok else error,
-        )
+        if ok:
+            self.collect[endpoint] = _succeeded(now)
+        else:
+            self.collect[endpoint] = build(
+                EndpointState,
+                success=False,
+                last_success=previous.last_success if previous else None,
+                last_attempt=now,
+                error=error,
+            )
         self.snapshot = None
 
     @property
