@@ -203,3 +203,76 @@ def test_bodies_that_are_not_json_are_malformed(body: bytes) -> None:
 
     with pytest.raises(MalformedResponseError, match="details: response is not JSON"):
         _decode(body, "details")
+
+
+_PLAIN_DETAILS = {
+    "service_id": "s1",
+    "service_name": "n",
+    "infer_type": "real-time",
+    "workspace_id": "0",
+    "cluster_id": "c",
+    "pool_name": "p",
+    "owner": "u",
+    "status": " Running ",
+    "progress": 100,
+    "invocation_times": 5,
+    "failed_times": 0,
+    "publish_at": 1_700_000_000_000,
+    "update_time": 1_700_000_000_000,
+    "transition_at": 1_700_000_000_000,
+    "due_time": None,
+    "config": [
+        {
+            "model_id": "m",
+            "model_name": "mn",
+            "model_version": "1.0.0",
+            "specification": "modelarts.vm.cpu.2u",
+            "weight": 100,
+            "instance_count": 1,
+        }
+    ],
+}
+_ODD_VALUES = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4)
+
+
+@settings(max_examples=300)
+@given(
+    top=st.dictionaries(st.sampled_from(sorted(_PLAIN_DETAILS)), _ODD_VALUES, max_size=3),
+    model=st.dictionaries(
+        st.sampled_from(sorted(_PLAIN_DETAILS["config"][0])), _ODD_VALUES, max_size=2
+    ),
+    config=st.sampled_from(["keep", "none", "absent", "empty", "not a list", "not a dict"]),
+)
+def test_the_plain_details_path_parses_exactly_as_the_tolerant_one(
+    top: dict[str, object], model: dict[str, object], config: str
+) -> None:
+    body: dict[str, object] = {**_PLAIN_DETAILS, **top}
+    body["config"] = {
+        "keep": [{**_PLAIN_DETAILS["config"][0], **model}],
+        "none": None,
+        "empty": [],
+        "not a list": "x",
+        "not a dict": [1],
+    }.get(config)
+    if config == "absent":
+        del body["config"]
+    fast = _details_or_error(body)
+    with mock.patch.object(models, "_plain_details", lambda entry: None):
+        tolerant = _details_or_error(body)
+    assert fast == tolerant
+
+
+def _details_or_error(body: object) -> object:
+    """The parsed details with the type of every field (5.0 and 5 are equal, not the same), or
+    the error."""
+    try:
+        d = parse_details(body)
+    except MalformedResponseError as err:
+        return ("error", str(err))
+    types = {k: type(v) for k, v in vars(d).items()}
+    return d, types, [{k: type(v) for k, v in vars(m).items()} for m in d.models]
+
+
+def test_a_plain_details_body_takes_the_plain_path() -> None:
+    assert models._plain_details(dict(_PLAIN_DETAILS)) == parse_details(dict(_PLAIN_DETAILS))
+    assert models._plain_details({**_PLAIN_DETAILS, "progress": "100"}) is None

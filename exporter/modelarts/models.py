@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -216,9 +216,87 @@ def parse_model_config(raw: object, where: str) -> ModelConfig:
     )
 
 
+_NEW = object.__new__
+_DETAILS_TEXTS = ("service_name", "infer_type", "workspace_id", "cluster_id", "pool_name", "owner")
+_DETAILS_NUMBERS = (
+    "progress",
+    "invocation_times",
+    "failed_times",
+    "publish_at",
+    "update_time",
+    "transition_at",
+    "due_time",
+)
+_MODEL_TEXTS = ("model_id", "model_name", "model_version", "specification")
+_MODEL_NUMBERS = ("weight", "instance_count")
+
+
+def _plain_fields(
+    obj: dict[str, Any], texts: Sequence[str], numbers: Sequence[str], into: dict[str, object]
+) -> bool:
+    """Copy fields of their common JSON types (texts as strings, numbers as integers, or
+    absent) into `into`, as the tolerant parsers would; False at the first other one."""
+    for key in texts:
+        text = obj.get(key)
+        if text is None:
+            text = ""
+        elif type(text) is not str:
+            return False
+        into[key] = text
+    for key in numbers:
+        number = obj.get(key)
+        if type(number) is int:
+            into[key] = float(number)
+        elif number is None:
+            into[key] = None
+        else:
+            return False
+    return True
+
+
+def _plain_details(obj: dict[str, Any]) -> ServiceDetails | None:
+    """A details body whose fields all have their common JSON types, built without the
+    tolerant per-field parsers (a safety-net read of every service every details_interval).
+    None for any other body, which the tolerant path parses (or refuses, naming the field)."""
+    sid, status = obj.get("service_id"), obj.get("status")
+    if type(sid) is not str or not sid or type(status) is not str:
+        return None
+    status = status.strip().lower()
+    if not status:
+        return None
+    fields: dict[str, object] = {"service_id": sid, "status": status}
+    if not _plain_fields(obj, _DETAILS_TEXTS, _DETAILS_NUMBERS, fields):
+        return None
+    config = obj.get("config")
+    models: list[ModelConfig] = []
+    if config is not None:
+        if type(config) is not list:
+            return None
+        for item in config:
+            if type(item) is not dict:
+                return None
+            model = _NEW(ModelConfig)
+            values = model.__dict__
+            if not _plain_fields(item, _MODEL_TEXTS, _MODEL_NUMBERS, values):
+                return None
+            values["running_count"] = None
+            models.append(model)
+    fields["models"] = tuple(models)
+    fields["generation"] = "v1"
+    # ServiceDetails is a plain frozen dataclass (no slots, no __post_init__): its state is its
+    # __dict__ (as for list rows in _plain_row).
+    details = _NEW(ServiceDetails)
+    details.__dict__.update(fields)
+    return details
+
+
 def parse_details(raw: object) -> ServiceDetails:
     """Parse a details body; raises MalformedResponseError."""
     where = "details"
+    if type(raw) is dict:
+        fast = _plain_details(raw)
+        if fast is not None:
+            return fast
     obj = as_mapping(raw, where)
     config = obj.get("config")
     models = (
@@ -265,7 +343,6 @@ _ROW_NUMBERS = (
     "invocation_times",
     "failed_times",
 )
-_NEW = object.__new__
 
 
 def _plain_row(entry: dict[str, Any]) -> ServiceSummary | None:
