@@ -15,10 +15,6 @@ from collections.abc import Awaitable, Callable
 # one sent on the dot of the next can land in the same second of the server's count.
 SERVER_SKEW_MARGIN = 0.03
 ADMITTED_POLL = 0.001  # seconds between looks while admitted requests have yet to start
-# While the window is full, the pacer wakes at most this often and lets through every request
-# that has room by then: at 200 requests per second, four per wake-up instead of one (each
-# wake-up is a timer and a task step of the event loop). Starts are only ever delayed by it.
-PACER_STEP = 0.02
 MIN_RATE = 0.1  # requests per second: throttling never stops polling altogether
 
 
@@ -133,9 +129,9 @@ class RequestLimiter:
                     # The window is full of admitted requests that have not run yet: let them.
                     await self._sleep(ADMITTED_POLL)
                     continue
-                # (at least a step: a wake-up a rounding error early must not spin either)
+                # (at least a poll's length: a wake-up a rounding error early must not spin)
                 due = self._starts[0] + self._window + SERVER_SKEW_MARGIN - self._clock()
-                await self._sleep(max(PACER_STEP, due))
+                await self._sleep(max(ADMITTED_POLL, due))
 
     def close(self) -> None:
         """Stop admitting queued requests (at shutdown: their tasks are being cancelled)."""
