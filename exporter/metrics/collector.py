@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import struct
 import zlib
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from exporter.metrics import catalogue as cat
 from exporter.metrics.catalogue import MetricSpec
@@ -120,17 +120,19 @@ def _static_details(base: str, d: ServiceDetails) -> Chunks:
     return out.block()
 
 
-def _static_key(d: ServiceDetails) -> Hashable:
+def _same_static(d: ServiceDetails, was: ServiceDetails) -> bool:
+    """Whether the static block of `was` is that of `d` too (compared field by field: no key
+    tuple per service per cycle)."""
     return (
-        d.generation,
-        d.infer_type,
-        d.workspace_id,
-        d.cluster_id,
-        d.pool_name,
-        d.owner,
-        d.status,
-        d.models,
-        d.publish_at,
+        d.status == was.status
+        and d.publish_at == was.publish_at
+        and d.models == was.models
+        and d.owner == was.owner
+        and d.generation == was.generation
+        and d.infer_type == was.infer_type
+        and d.workspace_id == was.workspace_id
+        and d.cluster_id == was.cluster_id
+        and d.pool_name == was.pool_name
     )
 
 
@@ -163,22 +165,22 @@ def _dynamic_details(
     heads: Sequence[str],
     values: Sequence[float | None],
     old_values: Sequence[float | None],
-    old_lines: Sequence[bytes],
-) -> tuple[list[bytes], Chunks]:
+    old_pairs: Sequence[tuple[int, bytes] | None],
+) -> tuple[list[tuple[int, bytes] | None], Chunks]:
     """Counters and timestamps, one line each: the list's counters move at every cycle, so a
     line is re-rendered only when its own value moved (the start of each line is kept per
-    service). Returns every line (b"" for a value that is None) and the block."""
-    lines = [
-        old_lines[n]
+    service), and the (family, line) pair of an unchanged one is the old object (fewer young
+    objects for the garbage collector to walk). Returns every pair (None for a value that is
+    None) and the block."""
+    pairs = [
+        old_pairs[n]
         if old_values and value == old_values[n]
-        else b""
+        else None
         if value is None
-        else f"{heads[n]}{_num(value)}\n".encode()
+        else (_DYNAMIC_INDEXES[n], f"{heads[n]}{_num(value)}\n".encode())
         for n, value in enumerate(values)
     ]
-    return lines, tuple(
-        [(index, line) for index, line in zip(_DYNAMIC_INDEXES, lines, strict=True) if line]
-    )
+    return pairs, tuple([pair for pair in pairs if pair is not None])
 
 
 def _dynamic_heads(base: str) -> list[str]:
@@ -312,17 +314,14 @@ def _collect(svc: ServiceSnapshot, cache: _ServiceCache) -> Chunks:
         last_moved = True if entry is None else last_moved or last != entry[2]
         entries[k] = (state, success, last)
     if success_moved:
-        cache.success = "".join([entry[1] for entry in entries]).encode()  # type: ignore[index]
+        text = "".join([entry[1] for entry in entries]).encode()  # type: ignore[index]
+        cache.success = (_SUCCESS, text) if text else None
     if last_moved:
-        cache.last = "".join([entry[2] for entry in entries]).encode()  # type: ignore[index]
+        text = "".join([entry[2] for entry in entries]).encode()  # type: ignore[index]
+        cache.last = (_LAST, text) if text else None
     if success_moved or last_moved:
-        cache.collect = tuple(
-            [(i, chunk) for i, chunk in ((_SUCCESS, cache.success), (_LAST, cache.last)) if chunk]
-        )
+        cache.collect = tuple([pair for pair in (cache.success, cache.last) if pair is not None])
     return cache.collect
-
-
-_UNSET: Hashable = object()  # equal to no static key
 
 
 class _ServiceCache:
@@ -342,20 +341,21 @@ class _ServiceCache:
         "events",
         "events_from",
         "heads",
+        "key",
         "last",
-        "lines",
         "monitor",
         "monitor_from",
+        "pairs",
         "prefixes",
         "static",
-        "static_key",
         "success",
         "updates",
         "updates_from",
         "values",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, key: tuple[str, str]) -> None:
+        self.key = key  # (project_id, service_id)
         self.reset()
         self.blocks: list[Chunks] = _NO_BLOCKS  # the blocks of the last render
 
@@ -364,10 +364,9 @@ class _ServiceCache:
         self.base = ""
         self.heads: list[str] = []  # the dynamic block's line starts
         self.details: ServiceDetails | None = None  # what the static and dynamic blocks show
-        self.static_key: Hashable = _UNSET
         self.static: Chunks = ()
         self.values: tuple[float | None, ...] = ()  # the dynamic block's values
-        self.lines: list[bytes] = []  # the dynamic block's lines, one per value
+        self.pairs: list[tuple[int, bytes] | None] = []  # the dynamic block's, one per value
         self.dynamic: Chunks = ()
         self.events_from: EventTotals | None = None
         self.events: Chunks = ()
@@ -381,8 +380,9 @@ class _ServiceCache:
         self.endpoint_order: tuple[str, ...] = ()
         # per endpoint in sorted order: (the state its lines show, success line, last line)
         self.endpoint_lines: list[tuple[EndpointState, str, str] | None] = []
-        self.success = b""
-        self.last = b""
+        # the collect block's (family, lines) pairs, None when empty
+        self.success: tuple[int, bytes] | None = None
+        self.last: tuple[int, bytes] | None = None
         self.collect: Chunks = ()
 
 
@@ -402,8 +402,14 @@ class ServiceRenderer:
 
     def render_service(self, svc: ServiceSnapshot, cache: _ServiceCache) -> list[Chunks]:
         """The service's blocks, one per part (`_PARTS`), () for a part it does not have."""
-        base_key = (svc.project_id, svc.service_id, svc.service_name)
-        if cache.base_key != base_key:
+        known = cache.base_key
+        if (
+            known is None
+            or known[2] != svc.service_name
+            or known[1] != svc.service_id
+            or known[0] != svc.project_id
+        ):
+            base_key = (svc.project_id, svc.service_id, svc.service_name)
             cache.reset()
             cache.base_key = base_key
             cache.base = _labels(
@@ -419,13 +425,13 @@ class ServiceRenderer:
         static = dynamic = events = updates = monitor = _NO_BLOCK
         if d is not None:
             if d is not cache.details:
-                static_key = _static_key(d)
-                if static_key != cache.static_key:
-                    cache.static_key, cache.static = static_key, _static_details(base, d)
+                was = cache.details
+                if was is None or not _same_static(d, was):
+                    cache.static = _static_details(base, d)
                 values = _dynamic_values(d)
                 if values != cache.values:
-                    cache.lines, cache.dynamic = _dynamic_details(
-                        cache.heads, values, cache.values, cache.lines
+                    cache.pairs, cache.dynamic = _dynamic_details(
+                        cache.heads, values, cache.values, cache.pairs
                     )
                     cache.values = values
                 cache.details = d
@@ -470,9 +476,12 @@ class ServiceRenderer:
         known = len(old_order)
         same = True  # the same services in the same places so far
         for pos, svc in enumerate(snapshot.services):
-            key = (svc.project_id, svc.service_id)
-            cache = old.get(key) or _ServiceCache()
-            caches[key] = cache
+            # the service in this place last time, usually: found without a key tuple
+            cache = old_order[pos] if pos < known else None
+            if cache is None or cache.key[1] != svc.service_id or cache.key[0] != svc.project_id:
+                key = (svc.project_id, svc.service_id)
+                cache = old.get(key) or _ServiceCache(key)
+            caches[cache.key] = cache
             order.append(cache)
             if same and (pos >= known or old_order[pos] is not cache):
                 same = False
@@ -515,13 +524,11 @@ class ServiceRenderer:
         column), marking the families whose chunk is another object as dirty."""
         columns = self._columns
         if len(block) == len(was):  # usually: the same families, some of their lines changed
-            for n in range(len(block)):
-                i, chunk = block[n]
-                if i != was[n][0]:
+            for (i, chunk), (j, before) in zip(block, was, strict=True):
+                if i != j:
                     break
-                column = columns[base + i]
-                if column[pos] is not chunk:
-                    column[pos] = chunk
+                if chunk is not before:
+                    columns[base + i][pos] = chunk
                     dirty[i] = True
             else:
                 return
