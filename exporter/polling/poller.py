@@ -513,7 +513,8 @@ class Poller:
         """Give the service what its generation's list said; True when a list covered it."""
         found = None
         if state.generation is not None:
-            found = cycle.rows.get(state.generation, {}).get(state.service_id)
+            rows = cycle.rows.get(state.generation)
+            found = None if rows is None else rows.get(state.service_id)
         if found is None:
             for generation, rows in cycle.rows.items():
                 row = rows.get(state.service_id)
@@ -589,14 +590,16 @@ class Poller:
         now = self._monotonic()
         clock = self._clock()
         work: list[tuple[float, int, ServiceState, list[str]]] = []
+        states, gone = self._states, self._gone
         for index, service_id in enumerate(watched):
             key = (project_id, service_id)
-            state = self._state(project_id, service_id)
+            state = states.get(key) or self._state(project_id, service_id)
             covered = self._take_row(state, cycle, clock)
-            if covered and key in self._gone:
-                self._gone.discard(key)
-            if key in self._gone and state.generation is not None:
-                state.generation = None  # probe again: v1 first, then v2
+            if gone and key in gone:
+                if covered:
+                    gone.discard(key)
+                elif state.generation is not None:
+                    state.generation = None  # probe again: v1 first, then v2
             due = self._due(state, cycle, covered, now)
             if due:
                 work.append((self._age(state, due), index, state, due))
@@ -843,7 +846,10 @@ class Poller:
         watched: Counter[str] = Counter()
         for project_id, plan in self._plans.items():
             ids = self._watched(project_id, plan)
-            watched[project_id] = sum(1 for sid in ids if (project_id, sid) not in self._gone)
+            gone = self._gone
+            watched[project_id] = (
+                sum(1 for sid in ids if (project_id, sid) not in gone) if gone else len(ids)
+            )
         self._snapshot = Snapshot(
             services=services,
             watched=MappingProxyType(dict(watched)),
